@@ -1,0 +1,102 @@
+"""The wire codec shared by the node and the client: framing, status codes, key -> bucket.
+
+This module is the only code the client shares with the node (DESIGN.md: dependencies point
+one way), so it stays small and has no I/O of its own.
+
+Framing: every frame is a 4-byte big-endian length followed by that many bytes of msgpack.
+A frame carries a *list* of messages, so that many requests (or replies) share one syscall.
+
+Client protocol, one message each:
+    request:  [request_id: int, op: str, args: dict]
+    reply:    [request_id: int, status: int, payload]
+`status` is `Status.OK` with the op's result as payload, or an error status with a dict payload
+({"reason": str, "leader": node_id | None, "epoch": int, ...}).
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+import msgpack
+import xxhash
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_KEY_BYTES = 4 * 1024
+MAX_VALUE_BYTES = 1024 * 1024
+
+_LEN = struct.Struct(">I")
+
+
+class Status(IntEnum):
+    OK = 0
+    NOT_LEADER = 1  # payload: leader hint (node id and address, may be None), bucket epoch
+    WRONG_BUCKET = 2  # the node's bucket map epoch differs; refresh the map
+    TIMEOUT = 3  # outcome unknown
+    UNAVAILABLE = 4  # definitely not applied
+    COMPACTED = 5  # a cursor or as-of time older than the retained history
+    INVALID = 6  # a bad request; payload["reason"] says why
+
+
+class FrameError(Exception):
+    """The peer sent bytes that are not a valid frame (too large or not msgpack)."""
+
+
+def encode_frame(messages: list) -> bytes:
+    body = msgpack.packb(messages, use_bin_type=True)
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _LEN.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: `feed(data)` returns the list of complete frames' message lists."""
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+
+    def feed(self, data: bytes) -> list[list]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= 4:
+            (n,) = _LEN.unpack_from(self._buf)
+            if n > self._max:
+                raise FrameError(f"frame of {n} bytes exceeds {self._max}")
+            if len(self._buf) < 4 + n:
+                break
+            body = bytes(self._buf[4 : 4 + n])
+            del self._buf[: 4 + n]
+            try:
+                messages = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            except Exception as exc:  # msgpack raises several unrelated types
+                raise FrameError(f"frame is not msgpack: {exc}") from None
+            if not isinstance(messages, list):
+                raise FrameError("frame must hold a list of messages")
+            frames.append(messages)
+        return frames
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of `key` inside the first `{...}` if non-empty (as in Redis Cluster), else key."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def bucket_of(key: bytes, num_buckets: int) -> int:
+    return xxhash.xxh64_intdigest(hash_tag(key)) % num_buckets
+
+
+def as_bytes(value: bytes | str, what: str = "key") -> bytes:
+    """Keys and values are bytes; str is encoded as UTF-8; anything else is a TypeError."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
