@@ -10,7 +10,33 @@ Client protocol, one message each:
     request:  [request_id: int, op: str, args: dict]
     reply:    [request_id: int, status: int, payload]
 `status` is `Status.OK` with the op's result as payload, or an error status with a dict payload
-({"reason": str, "leader": node_id | None, "epoch": int, ...}).
+{"reason": str, "leader": node_id | None, "leader_addr": "host:port" | None, "epoch": int}.
+
+A client connection starts directly with request frames. A peer (node-to-node) connection's
+first frame is [["peer", {...}]] (first element a str), so one port serves both.
+
+Operations (keys and values are bytes; `session`/`seq` make writes exactly-once, see below):
+    "map"    {}  -> {"epoch": int, "num_buckets": int, "nodes": {node_id: "host:port"},
+                     "buckets": [[epoch, [replica node ids], leader_id | None], ...]}
+    "get"    {"key", "bucket", "consistency": "linearizable" | "follower"}
+                 -> {"value": bytes | None, "version": int | None}
+    "put"    {"key", "value", "bucket", "session", "seq"}            -> {"version": int}
+    "delete" {"key", "bucket", "session", "seq"}        -> {"existed": bool, "version": int}
+    "cas"    {"key", "expected": bytes|None, "new": bytes|None, "bucket", "session", "seq"}
+                 -> {"ok": bool, "version": int | None}   (expected None: must be absent;
+                                                           new None: delete)
+    "scan"   {"bucket", "prefix", "start_after": bytes|None, "limit": int,
+              "consistency"}  -> {"items": [[key, value], ...], "more": bool}   (one bucket;
+              the client fans a prefix scan out over all buckets and merges in key order)
+    "status" {}  -> the node's status dict (for `kvstore status`)
+`bucket` is the client's idea of bucket_of(key); a node whose map disagrees (or that holds no
+replica of it) answers WRONG_BUCKET with its epoch, and a replica that is not the leader
+answers NOT_LEADER with its leader hint. Follower reads may go to any replica of the bucket.
+
+Sessions (Raft dissertation 6.3): a client keeps a pool of session ids (random 63-bit ints),
+each with at most ONE write in flight and a seq that grows by one per write; a retry reuses the
+same (session, seq). The node's state machine remembers per bucket each session's last seq and
+result and answers a duplicate from that table instead of applying it again.
 """
 
 from __future__ import annotations
