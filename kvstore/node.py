@@ -1,0 +1,851 @@
+"""The node: one trio task drives every Raft group hosted here (no locks).
+
+Theory of operation
+-------------------
+Inputs (peer messages, client proposals and reads, snapshot installs, unreachable reports) are
+queued by other tasks with plain synchronous calls and wake the loop. One turn of the loop:
+
+1. step queued peer messages into their groups; propose the queued writes of each group as
+   ONE entry (a storage `Batch` when several); issue ONE `read_index` per group for all reads
+   queued in the turn; tick every group if a tick is due;
+2. collect the `Ready` of every group that has one and send its `messages` at once (all groups'
+   messages to one peer go out as one frame, see transport.py);
+3. in the storage worker thread: persist every group's entries / hard state / snapshot in one
+   transaction (one fsync), then — while the worker goes on — the loop is called back to send
+   the `persisted_messages`, then apply every group's committed entries in one transaction;
+4. answer the waiting writes with their results, serve reads whose read index is applied,
+   `advance` every group, compact logs that grew past the threshold.
+
+Requests that arrive while the worker is busy queue up for the next turn: that is the group
+commit (many writes, one fsync). A write is answered only after it is applied, which is after it
+is committed, which needs a majority's durable persist: SIGKILL loses nothing acknowledged.
+
+Entry data is an 8-byte proposal id (pid) followed by a storage command. The pid is unique per
+node incarnation; a result is matched to its waiters by pid when the entry is applied here.
+A leader that steps down answers its pending writes TIMEOUT (they may still commit) and its
+pending reads NOT_LEADER (a read has no effect; it is safe to retry elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import trio
+
+import raft
+from client.wire import FrameDecoder, FrameError, Status, bucket_of, encode_frame
+from raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ProposalDropped,
+    Role,
+)
+from storage import Batch, Cas, Delete, GroupApply, GroupWrite, NodeStore, Noop, Put, Rejected, Stale
+from storage.codec import decode_command, encode_command
+
+from . import codec
+from .hlc import HybridClock, wall_clock_from_env
+from .placement import META_GROUP, BucketMap, bucket_of_group, group_of_bucket, initial_map
+from .protocol import Invalid, Request, parse_request
+from .server import ClientConn, Server
+from .transport import Transport
+
+log = logging.getLogger("kvstore.node")
+
+_PID = struct.Struct(">Q")
+META_BUCKET = 0xFFFFFFFF  # the meta group's state lives in this (never a user) bucket
+MAP_KEY = b"map"
+SNAPSHOT_BYTES_MAX = 512 * 1024 * 1024
+SNAPSHOT_CHUNK_BYTES = 512 * 1024
+SNAPSHOT_TIMEOUT_S = 60.0
+PEER_INBOX_MAX = 100_000
+LAG_ENTRIES = 1000
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    node_id: int
+    data_dir: str
+    nodes: dict[int, str]
+    num_buckets: int = 64
+    replication: int = 3
+    tick_ms: int = 100
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    compact_threshold: int = 10_000
+    request_timeout_s: float = 5.0
+    fsync: bool = True
+    switch_interval_s: float | None = 0.0005
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    conn: ClientConn
+    rid: int
+    op: str
+    deadline: float
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Group:
+    gid: int
+    bucket: int
+    voters: tuple[int, ...]
+    raw: object
+    applied: int = 0
+    commit: int = 0
+    leader: int = 0
+    role: Role = Role.FOLLOWER
+    term: int = 0
+    first_index: int = 1
+    proposals: list = field(default_factory=list)  # [(command, Waiter)] queued this turn
+    reads: list = field(default_factory=list)  # [(Request, Waiter)] queued this turn
+    read_batches: dict = field(default_factory=dict)  # ctx -> [(Request, Waiter)]
+    ready_reads: list = field(default_factory=list)  # [(index, [(Request, Waiter)])]
+    pending_pids: set = field(default_factory=set)
+    snapshot_sending: set = field(default_factory=set)  # peers we are streaming to
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.id = cfg.node_id
+        self.store: NodeStore | None = None
+        self.map: BucketMap | None = None
+        self.groups: dict[int, Group] = {}
+        self.hlc = HybridClock(wall_clock_from_env())
+        self._incarnation = random.getrandbits(31) << 32
+        self._next_pid = 1
+        self._next_ctx = 1
+        self._pending: dict[int, list[Waiter]] = {}  # pid -> waiters (one per command)
+        self._deadlines: deque = deque()  # (deadline, kind, obj) in deadline order
+        self._peer_inbox: deque = deque()
+        self._local_inbox: deque = deque()  # callables run by the loop between turns
+        self._wake = trio.Event()
+        self.transport: Transport | None = None
+        self.server = Server(self)
+        self.started = time.monotonic()
+        self.stats = {"turns": 0, "persists": 0, "applied_entries": 0, "proposed": 0,
+                      "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
+                      "snapshots_installed": 0, "compactions": 0}
+        self._token = None
+        self.port = None
+        self._stopping = False
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.store = NodeStore.open(os.path.join(cfg.data_dir, "store"), sync=cfg.fsync)
+        stored = self.store.get_meta("cluster")
+        wanted = {"node_id": cfg.node_id, "nodes": {int(k): v for k, v in cfg.nodes.items()},
+                  "num_buckets": cfg.num_buckets, "replication": cfg.replication}
+        if stored is None:
+            self._bootstrap(wanted)
+        else:
+            stored["nodes"] = {int(k): v for k, v in stored["nodes"].items()}
+            for k in ("node_id", "nodes", "num_buckets", "replication"):
+                if stored.get(k) != wanted[k]:
+                    log.warning("bootstrap flag disagrees with the data directory; using the "
+                                "data directory's", extra={"flag": k, "flag_value": repr(wanted[k]),
+                                                           "stored": repr(stored.get(k))})
+            if stored["node_id"] != cfg.node_id:
+                raise SystemExit(f"data directory {cfg.data_dir} belongs to node "
+                                 f"{stored['node_id']}, not {cfg.node_id}")
+            self.map = BucketMap.from_record(self.store.get_meta("map"))
+            cfg.nodes = self.map.nodes
+            cfg.num_buckets = self.map.num_buckets
+        for gid, voters in self.map.groups_of(self.id).items():
+            self._open_group(gid, voters)
+        log.info("node opened", extra={"groups": len(self.groups), "data_dir": cfg.data_dir,
+                                       "fresh": stored is None})
+
+    def _bootstrap(self, wanted: dict) -> None:
+        self.map = initial_map(wanted["nodes"], wanted["num_buckets"], wanted["replication"])
+        if self.id not in self.map.nodes:
+            raise SystemExit(f"node {self.id} is not in --cluster")
+        writes = []
+        for gid, voters in self.map.groups_of(self.id).items():
+            cs = ConfState(voters=tuple(voters))
+            writes.append(GroupWrite(gid, snapshot=raft.storage.bootstrap_snapshot(cs),
+                                     hard_state=HardState(term=1, vote=0, commit=1), conf_state=cs))
+        self.store.persist(writes)
+        self.store.put_meta("map", self.map.to_record())
+        self.store.put_meta("cluster", wanted)
+        log.info("bootstrapped a fresh data directory", extra={"buckets": self.map.num_buckets,
+                                                                "nodes": len(self.map.nodes)})
+
+    def _open_group(self, gid: int, voters) -> None:
+        storage_view = self.store.group(gid)
+        applied = self.store.applied_index(gid)
+        snap_index = storage_view.snapshot().metadata.index
+        applied = max(applied, snap_index) if applied < snap_index else applied
+        rc = raft.Config(id=self.id, election_tick=self.cfg.election_ticks,
+                         heartbeat_tick=self.cfg.heartbeat_ticks, applied=applied,
+                         rng=random.Random(), max_size_per_msg=1 << 20, max_inflight_msgs=256)
+        raw = raft.RawNode(rc, storage_view)
+        bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
+        hs, _cs = storage_view.initial_state()
+        g = Group(gid=gid, bucket=bucket, voters=tuple(voters), raw=raw, applied=applied,
+                  commit=hs.commit, first_index=storage_view.first_index(), term=hs.term)
+        self.groups[gid] = g
+
+    def is_peer(self, node_id: int) -> bool:
+        return node_id in self.map.nodes and node_id != self.id
+
+    # -- the service --------------------------------------------------------------------------
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED, host: str | None = None) -> None:
+        if self.cfg.switch_interval_s:
+            sys.setswitchinterval(self.cfg.switch_interval_s)
+        self._token = trio.lowlevel.current_trio_token()
+        bind_host, port = self.map.nodes[self.id].rsplit(":", 1)
+        self.transport = Transport(self.id, self.map.nodes, self._on_unreachable)
+        try:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    trio.serve_tcp, self.server.handle, int(port), host or bind_host)
+                self.port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(self.transport.run)
+                nursery.start_soon(self._loop)
+                log.info("serving", extra={"addr": self.map.nodes[self.id]})
+                task_status.started(self.port)
+        finally:
+            self._stopping = True
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+            log.info("store closed")
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _on_unreachable(self, peer: int) -> None:
+        self._local_inbox.append(lambda: self._report_unreachable(peer))
+        self._kick()
+
+    def _report_unreachable(self, peer: int) -> None:
+        for g in self.groups.values():
+            if g.role == Role.LEADER and peer in g.voters:
+                g.raw.report_unreachable(peer)
+
+    def on_peer_items(self, peer: int, items: list) -> None:
+        if len(self._peer_inbox) >= PEER_INBOX_MAX:
+            self.stats["dropped_peer_msgs"] += len(items)
+            return
+        self._peer_inbox.append(items)
+        self._wake.set()
+
+    # -- client requests ----------------------------------------------------------------------
+
+    def parse(self, msg) -> Request:
+        req = parse_request(msg, self.map.num_buckets)
+        if req.key and req.op != "scan" and bucket_of(req.key, self.map.num_buckets) != req.bucket:
+            raise Invalid(f"key belongs to bucket {bucket_of(req.key, self.map.num_buckets)}, "
+                          f"not {req.bucket}")
+        return req
+
+    def _error(self, conn: ClientConn, rid, status: Status, reason: str, g: Group | None = None) -> None:
+        leader = g.leader if g is not None and g.leader else None
+        epoch = self.map.epochs[g.bucket] if g is not None and g.gid != META_GROUP else self.map.epoch
+        conn.reply(rid, int(status), {"reason": reason, "leader": leader,
+                                      "leader_addr": self.map.nodes.get(leader) if leader else None,
+                                      "epoch": epoch})
+
+    def submit(self, conn: ClientConn, req: Request) -> None:
+        op = req.op
+        if op == "map":
+            conn.reply(req.rid, int(Status.OK), self.map_payload())
+            return
+        if op == "status":
+            conn.reply(req.rid, int(Status.OK), self.status())
+            return
+        g = self.groups.get(group_of_bucket(req.bucket))
+        if g is None:
+            conn.reply(req.rid, int(Status.WRONG_BUCKET),
+                       {"reason": f"node {self.id} holds no replica of bucket {req.bucket}",
+                        "leader": None, "leader_addr": None, "epoch": self.map.epoch})
+            return
+        if self._stopping:
+            self._error(conn, req.rid, Status.UNAVAILABLE, "node is shutting down", g)
+            return
+        deadline = time.monotonic() + self.cfg.request_timeout_s
+        if op == "get" or op == "scan":
+            if req.consistency == "linearizable" and g.role != Role.LEADER:
+                self._error(conn, req.rid, Status.NOT_LEADER, "not the leader", g)
+                return
+            if req.consistency == "follower" and g.role != Role.LEADER and not g.leader:
+                self._error(conn, req.rid, Status.UNAVAILABLE, "no known leader to confirm the read", g)
+                return
+            w = Waiter(conn, req.rid, op, deadline)
+            g.reads.append((req, w))
+            self._deadlines.append((deadline, w))
+            self._wake.set()
+            return
+        if g.role != Role.LEADER:
+            self._error(conn, req.rid, Status.NOT_LEADER, "not the leader", g)
+            return
+        ts = self.hlc.now()
+        if op == "put":
+            cmd = Put(req.key, req.value, ts, req.session, req.seq)
+        elif op == "delete":
+            cmd = Delete(req.key, ts, req.session, req.seq)
+        else:
+            cmd = Cas(req.key, req.expected, req.value, ts, req.session, req.seq)
+        w = Waiter(conn, req.rid, op, deadline)
+        g.proposals.append((cmd, w))
+        self._deadlines.append((deadline, w))
+        self._wake.set()
+
+    def map_payload(self) -> dict:
+        m = self.map
+        buckets = []
+        for b in range(m.num_buckets):
+            g = self.groups.get(group_of_bucket(b))
+            leader = g.leader if g is not None and g.leader else None
+            buckets.append([m.epochs[b], list(m.replicas[b]), leader])
+        return {"epoch": m.epoch, "num_buckets": m.num_buckets, "nodes": dict(m.nodes),
+                "buckets": buckets}
+
+    def status(self) -> dict:
+        leaders = []
+        lagging = []
+        for g in self.groups.values():
+            if g.gid == META_GROUP:
+                continue
+            if g.role == Role.LEADER:
+                leaders.append(g.bucket)
+                for peer, match in self._progress(g).items():
+                    last = g.commit
+                    if peer != self.id and last - match > LAG_ENTRIES:
+                        lagging.append({"bucket": g.bucket, "node": peer, "match": match,
+                                        "commit": last})
+        meta = self.groups.get(META_GROUP)
+        return {
+            "node": self.id,
+            "addr": self.map.nodes[self.id],
+            "nodes": dict(self.map.nodes),
+            "num_buckets": self.map.num_buckets,
+            "epoch": self.map.epoch,
+            "buckets": sorted(g.bucket for g in self.groups.values() if g.gid != META_GROUP),
+            "leader_of": sorted(leaders),
+            "meta_leader": meta.leader if meta is not None else None,
+            "lagging": lagging,
+            "peers": {str(k): v for k, v in (self.transport.statistics() if self.transport else {}).items()},
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "stats": dict(self.stats),
+            "pending_writes": sum(len(v) for v in self._pending.values()),
+        }
+
+    def _progress(self, g: Group) -> dict[int, int]:
+        st = getattr(g.raw, "status", None)
+        if st is None:
+            return {}
+        try:
+            s = st()
+            prs = getattr(s, "progress", None) or {}
+            return {int(k): int(getattr(v, "match", 0)) for k, v in prs.items()}
+        except Exception:
+            return {}
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        tick_s = self.cfg.tick_ms / 1000
+        next_tick = time.monotonic() + tick_s
+        while True:
+            now = time.monotonic()
+            if now < next_tick and not self._has_input():
+                self._wake = trio.Event()
+                if not self._has_input():
+                    with trio.move_on_after(next_tick - now):
+                        await self._wake.wait()
+            # a snapshot install (or other local work) runs between turns
+            while self._local_inbox:
+                fn = self._local_inbox.popleft()
+                res = fn()
+                if hasattr(res, "__await__"):
+                    await res
+            self._drain_peers()
+            now = time.monotonic()
+            tick = now >= next_tick
+            if tick:
+                next_tick = max(next_tick + tick_s, now)
+            self._feed_groups(tick)
+            if tick:
+                self._expire(now)
+            await self._turn()
+
+    def _has_input(self) -> bool:
+        if self._peer_inbox or self._local_inbox:
+            return True
+        for g in self.groups.values():
+            if g.proposals or g.reads:
+                return True
+        return False
+
+    def _drain_peers(self) -> None:
+        groups = self.groups
+        inbox = self._peer_inbox
+        while inbox:
+            items = inbox.popleft()
+            for item in items:
+                try:
+                    gid, msg = codec.decode_message(item)
+                except codec.CodecError as exc:
+                    self.stats["bad_peer_msgs"] += 1
+                    log.warning("bad peer message", extra={"error": str(exc)})
+                    continue
+                g = groups.get(gid)
+                if g is None or msg.to != self.id:
+                    self.stats["bad_peer_msgs"] += 1
+                    continue
+                try:
+                    g.raw.step(msg)
+                except raft.RaftError as exc:
+                    log.debug("step refused", extra={"group": gid, "error": repr(exc)})
+
+    def _feed_groups(self, tick: bool) -> None:
+        for g in self.groups.values():
+            if g.proposals:
+                self._propose(g)
+            if g.reads:
+                batch = g.reads
+                g.reads = []
+                ctx = self._next_ctx.to_bytes(8, "big")
+                self._next_ctx += 1
+                g.read_batches[ctx] = batch
+                try:
+                    g.raw.read_index(ctx)
+                except raft.RaftError as exc:
+                    del g.read_batches[ctx]
+                    for req, w in batch:
+                        self._fail(w, Status.UNAVAILABLE, f"read not accepted: {exc!r}", g)
+            if tick:
+                g.raw.tick()
+
+    def _propose(self, g: Group) -> None:
+        props = g.proposals
+        g.proposals = []
+        live = [(c, w) for c, w in props if not w.done]
+        if not live:
+            return
+        if g.role != Role.LEADER:
+            for _c, w in live:
+                self._fail(w, Status.NOT_LEADER, "not the leader", g)
+            return
+        pid = self._incarnation | self._next_pid
+        self._next_pid += 1
+        cmd = live[0][0] if len(live) == 1 else Batch(tuple(c for c, _w in live))
+        try:
+            data = _PID.pack(pid) + encode_command(cmd)
+        except Exception as exc:  # validated already; a defensive answer, not a crash
+            for _c, w in live:
+                self._fail(w, Status.INVALID, f"cannot encode: {exc}", g)
+            return
+        try:
+            g.raw.propose(data)
+        except ProposalDropped as exc:
+            for _c, w in live:
+                self._fail(w, Status.UNAVAILABLE, f"proposal dropped: {exc}", g)
+            return
+        self._pending[pid] = [w for _c, w in live]
+        g.pending_pids.add(pid)
+        self.stats["proposed"] += len(live)
+
+    def _fail(self, w: Waiter, status: Status, reason: str, g: Group | None) -> None:
+        if w.done:
+            return
+        w.done = True
+        self._error(w.conn, w.rid, status, reason, g)
+
+    def _expire(self, now: float) -> None:
+        dq = self._deadlines
+        while dq and (dq[0][0] <= now or dq[0][1].done):
+            _d, w = dq.popleft()
+            if not w.done:
+                w.done = True
+                w.conn.reply(w.rid, int(Status.TIMEOUT),
+                             {"reason": "no result within the deadline (outcome unknown)",
+                              "leader": None, "leader_addr": None, "epoch": self.map.epoch})
+        # forget pending pids whose waiters are all done
+        if len(self._pending) > 0 and self.stats["turns"] % 64 == 0:
+            for pid in [p for p, ws in self._pending.items() if all(w.done for w in ws)]:
+                del self._pending[pid]
+            for g in self.groups.values():
+                g.pending_pids &= self._pending.keys()
+
+    async def _turn(self) -> None:
+        readies = []
+        for g in self.groups.values():
+            if g.raw.has_ready():
+                readies.append((g, g.raw.ready()))
+        if not readies:
+            return
+        self.stats["turns"] += 1
+        send = self._send
+        writes = []
+        applies = []
+        persisted_msgs = []
+        snapshots_out = []
+        for g, rd in readies:
+            if rd.soft_state is not None:
+                self._on_soft_state(g, rd.soft_state)
+            for m in rd.messages:
+                if m.type == MessageType.SNAP:
+                    snapshots_out.append((g, m))
+                else:
+                    send(g.gid, m)
+            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+                writes.append(GroupWrite(g.gid, entries=rd.entries, hard_state=rd.hard_state,
+                                         snapshot=rd.snapshot,
+                                         conf_state=rd.snapshot.metadata.conf_state if rd.snapshot else None))
+                if rd.hard_state is not None:
+                    g.commit = rd.hard_state.commit
+                    g.term = rd.hard_state.term
+            if rd.persisted_messages:
+                persisted_msgs.append((g.gid, rd.persisted_messages))
+            if rd.committed_entries:
+                applies.append((g, rd.committed_entries, self._group_apply(g, rd.committed_entries)))
+        results = None
+        if writes or applies:
+            self.stats["persists"] += 1 if writes else 0
+            results = await trio.to_thread.run_sync(
+                self._storage_work, writes, persisted_msgs, [a[2] for a in applies])
+        elif persisted_msgs:
+            self._send_persisted(persisted_msgs)
+        if results is not None:
+            for (g, ents, ga), res in zip(applies, results):
+                self._on_applied(g, ents, ga, res)
+        for g, rd in readies:
+            if rd.snapshot is not None:
+                g.applied = max(g.applied, rd.snapshot.metadata.index)
+                g.first_index = rd.snapshot.metadata.index + 1
+            if rd.read_states:
+                for rs in rd.read_states:
+                    batch = g.read_batches.pop(rs.context, None)
+                    if batch is not None:
+                        g.ready_reads.append((rs.index, batch))
+            if g.ready_reads:
+                self._serve_reads(g)
+            g.raw.advance(rd)
+        for g, m in snapshots_out:
+            self._start_snapshot(g, m)
+        await self._maybe_compact()
+
+    def _send(self, gid: int, m: Message) -> None:
+        self.transport.send(m.to, codec.encode_message(gid, m))
+
+    def _send_persisted(self, persisted_msgs) -> None:
+        for gid, msgs in persisted_msgs:
+            for m in msgs:
+                if m.type == MessageType.SNAP:
+                    g = self.groups.get(gid)
+                    if g is not None:
+                        self._start_snapshot(g, m)
+                else:
+                    self._send(gid, m)
+
+    def _storage_work(self, writes, persisted_msgs, applies):
+        """Runs in the worker thread: persist (one fsync), let the loop send, apply."""
+        store = self.store
+        if writes:
+            store.persist(writes)
+        if persisted_msgs:
+            self._token.run_sync_soon(self._send_persisted, persisted_msgs)
+        if applies:
+            return store.apply(applies)
+        return None
+
+    def _group_apply(self, g: Group, ents: list[Entry]) -> GroupApply:
+        cmds = []
+        for e in ents:
+            if e.type == EntryType.NORMAL and len(e.data) > 8:
+                cmds.append(decode_command(e.data[8:]))
+            else:
+                cmds.append(Noop(e.index))
+        return GroupApply(g.gid, g.bucket, ents[-1].index, cmds)
+
+    def _on_applied(self, g: Group, ents: list[Entry], ga: GroupApply, results: list) -> None:
+        g.applied = max(g.applied, ents[-1].index)
+        self.stats["applied_entries"] += len(ents)
+        pending = self._pending
+        for e, cmd, res in zip(ents, ga.commands, results):
+            if len(e.data) <= 8 or res is None:
+                continue
+            pid = _PID.unpack_from(e.data)[0]
+            waiters = pending.pop(pid, None)
+            if waiters is None:
+                self._observe(res)
+                continue
+            g.pending_pids.discard(pid)
+            if len(waiters) == 1 and not isinstance(cmd, Batch):
+                self._answer(waiters[0], res, g)
+            else:
+                if not isinstance(res, list):
+                    res = [res] * len(waiters)
+                for w, r in zip(waiters, res):
+                    self._answer(w, r, g)
+
+    def _observe(self, res) -> None:
+        if isinstance(res, int):
+            self.hlc.observe(res)
+        elif isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], int):
+            self.hlc.observe(res[1])
+        elif isinstance(res, list):
+            for r in res:
+                self._observe(r)
+
+    def _answer(self, w: Waiter, res, g: Group) -> None:
+        self._observe(res)
+        if w.done:
+            return
+        w.done = True
+        if isinstance(res, Rejected):
+            self._error(w.conn, w.rid, Status.INVALID, res.reason, g)
+            return
+        if isinstance(res, Stale):
+            self._error(w.conn, w.rid, Status.TIMEOUT,
+                        f"seq {res.seq} is older than the session's last seq {res.last_seq}: "
+                        "its outcome is no longer known", g)
+            return
+        op = w.op
+        if op == "put":
+            payload = {"version": res}
+        elif op == "delete":
+            payload = {"existed": bool(res[0]), "version": res[1]}
+        else:
+            payload = {"ok": bool(res[0]), "version": res[1]}
+        w.conn.reply(w.rid, 0, payload)
+
+    def _serve_reads(self, g: Group) -> None:
+        keep = []
+        store = self.store
+        for index, batch in g.ready_reads:
+            if index > g.applied:
+                keep.append((index, batch))
+                continue
+            for req, w in batch:
+                if w.done:
+                    continue
+                w.done = True
+                try:
+                    if req.op == "get":
+                        got = store.get(g.bucket, req.key)
+                        payload = ({"value": None, "version": None} if got is None
+                                   else {"value": got[0], "version": got[1]})
+                    else:
+                        items, more = store.scan(g.bucket, req.prefix, start_after=req.start_after,
+                                                 limit=req.limit)
+                        payload = {"items": [[k, v] for k, v, *_ in items], "more": more}
+                except Exception as exc:
+                    log.exception("read failed", extra={"group": g.gid})
+                    self._error(w.conn, w.rid, Status.UNAVAILABLE, f"read failed: {exc!r}", g)
+                    continue
+                w.conn.reply(w.rid, 0, payload)
+        g.ready_reads = keep
+
+    def _on_soft_state(self, g: Group, ss) -> None:
+        was_leader = g.role == Role.LEADER
+        if ss.leader != g.leader or ss.role != g.role:
+            log.info("role change", extra={"group": g.gid, "role": Role(ss.role).name.lower(),
+                                           "leader": ss.leader})
+        g.leader = ss.leader
+        g.role = ss.role
+        if was_leader and ss.role != Role.LEADER:
+            for pid in list(g.pending_pids):
+                for w in self._pending.pop(pid, ()):
+                    self._fail(w, Status.TIMEOUT, "leadership lost after proposing (outcome unknown)", g)
+            g.pending_pids.clear()
+        if ss.role != Role.LEADER:
+            # linearizable reads queued on a leader that stepped down: tell the client to retry
+            for ctx, batch in list(g.read_batches.items()):
+                if ss.leader == 0:
+                    for req, w in batch:
+                        self._fail(w, Status.NOT_LEADER, "leadership lost", g)
+                    del g.read_batches[ctx]
+
+    async def _maybe_compact(self) -> None:
+        thr = self.cfg.compact_threshold
+        todo = [g for g in self.groups.values() if g.applied - g.first_index > thr]
+        if not todo:
+            return
+        for g in todo:
+            # keep a little log for followers slightly behind; older ones get a snapshot
+            index = g.applied - max(thr // 4, 1)
+            if index < g.first_index:
+                continue
+            try:
+                await trio.to_thread.run_sync(self.store.compact, g.gid, index)
+            except Exception:
+                log.exception("compaction failed", extra={"group": g.gid})
+                continue
+            g.first_index = index + 1
+            self.stats["compactions"] += 1
+            log.info("log compacted", extra={"group": g.gid, "through": index})
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _start_snapshot(self, g: Group, m: Message) -> None:
+        if m.to in g.snapshot_sending:
+            return
+        g.snapshot_sending.add(m.to)
+        self._token.run_sync_soon(self._spawn_snapshot_sender, g, m)
+
+    def _spawn_snapshot_sender(self, g: Group, m: Message) -> None:
+        self._snapshot_nursery.start_soon(self._send_snapshot, g, m)
+
+    async def _send_snapshot(self, g: Group, m: Message) -> None:
+        from .placement import split_addr
+
+        ok = False
+        try:
+            host, port = split_addr(self.map.nodes[m.to])
+            chunks = self.store.snapshot_chunks(g.gid, g.bucket, SNAPSHOT_CHUNK_BYTES)
+            with trio.fail_after(SNAPSHOT_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(host, port)
+                try:
+                    hello = {"id": self.id, "snapshot": codec.encode_message(g.gid, m)}
+                    await stream.send_all(encode_frame([["peer", hello]]))
+                    sent = 0
+                    while True:
+                        chunk = await trio.to_thread.run_sync(next, chunks, None)
+                        if chunk is None:
+                            break
+                        sent += len(chunk)
+                        await stream.send_all(encode_frame([["chunk", chunk]]))
+                    await stream.send_all(encode_frame([["end", sent]]))
+                    dec = FrameDecoder()
+                    while not ok:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            break
+                        for f in dec.feed(data):
+                            if f and f[0] and f[0][0] == "ok":
+                                ok = True
+                finally:
+                    await stream.aclose()
+        except Exception as exc:
+            log.warning("snapshot send failed", extra={"group": g.gid, "peer": m.to, "error": repr(exc)})
+        finally:
+            close = getattr(locals().get("chunks"), "close", None)
+            if close is not None:
+                close()
+            g.snapshot_sending.discard(m.to)
+            self.stats["snapshots_sent"] += 1 if ok else 0
+            log.info("snapshot sent" if ok else "snapshot not delivered",
+                     extra={"group": g.gid, "peer": m.to})
+            self._local_inbox.append(lambda: g.raw.report_snapshot(m.to, ok))
+            self._kick()
+
+    async def receive_snapshot(self, stream, decoder: FrameDecoder, hello: dict, frames: list) -> None:
+        peer = hello.get("id")
+        try:
+            gid, msg = codec.decode_message(hello.get("snapshot"))
+        except codec.CodecError as exc:
+            log.warning("bad snapshot header", extra={"peer": repr(peer), "error": str(exc)})
+            return
+        g = self.groups.get(gid)
+        if g is None or peer != msg.frm or msg.snapshot is None:
+            return
+        chunks: list[bytes] = []
+        total = 0
+        done = False
+        with trio.move_on_after(SNAPSHOT_TIMEOUT_S):
+            while not done:
+                for f in frames:
+                    for item in f:
+                        if not isinstance(item, list) or not item:
+                            raise FrameError("bad snapshot item")
+                        if item[0] == "chunk" and len(item) == 2 and isinstance(item[1], bytes):
+                            total += len(item[1])
+                            if total > SNAPSHOT_BYTES_MAX:
+                                raise FrameError("snapshot too large")
+                            chunks.append(item[1])
+                        elif item[0] == "end":
+                            done = True
+                if done:
+                    break
+                data = await stream.receive_some(1 << 20)
+                if not data:
+                    return
+                frames = decoder.feed(data)
+        if not done:
+            return
+        result = trio.Event()
+        outcome = {}
+
+        async def install():
+            outcome["ok"] = await self._install_snapshot(g, msg, chunks)
+            result.set()
+
+        self._local_inbox.append(install)
+        self._kick()
+        with trio.move_on_after(SNAPSHOT_TIMEOUT_S):
+            await result.wait()
+        if outcome.get("ok"):
+            await stream.send_all(encode_frame([["ok"]]))
+
+    async def _install_snapshot(self, g: Group, msg: Message, chunks: list[bytes]) -> bool:
+        """Runs in the loop task between turns. Installs the data, then steps the SNAP."""
+        s_index = msg.snapshot.metadata.index
+        if g.commit >= s_index or g.applied >= s_index:
+            log.info("snapshot not needed", extra={"group": g.gid, "index": s_index, "commit": g.commit})
+            return False
+        try:
+            meta = await trio.to_thread.run_sync(
+                self.store.install_snapshot, g.gid, g.bucket, None, iter(chunks))
+        except Exception:
+            log.exception("snapshot install failed", extra={"group": g.gid})
+            return False
+        from raft.types import Snapshot
+
+        msg.snapshot = Snapshot(meta, msg.snapshot.data)
+        g.applied = max(g.applied, meta.index)
+        g.first_index = meta.index + 1
+        try:
+            g.raw.step(msg)
+        except raft.RaftError as exc:
+            log.warning("snapshot step refused", extra={"group": g.gid, "error": repr(exc)})
+        self.stats["snapshots_installed"] += 1
+        log.info("snapshot installed", extra={"group": g.gid, "index": meta.index})
+        return True
+
+
+async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Open, serve until SIGTERM/SIGINT, then finish in-flight storage work and close."""
+    node = Node(cfg)
+    node.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            node._snapshot_nursery = nursery
+
+            async def signals():
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for sig in sigs:
+                        log.info("signal received, shutting down", extra={"signal": int(sig)})
+                        node._stopping = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(signals)
+            port = await nursery.start(node.serve)
+            task_status.started(port)
+    finally:
+        node.close()

@@ -1,0 +1,206 @@
+"""The TCP front of a node: one port for clients and peers (client/wire.py framing).
+
+A connection's first frame decides what it is: [["peer", {"id": n, ...}]] is a peer's
+outbound connection (raft messages flow in), or, with a "snapshot" key, a snapshot stream;
+anything else is a client connection and the frame is its first batch of requests.
+
+Client connections pipeline: the reader parses every request of a frame and hands it to the
+node (which answers at once or later); replies are collected and a writer task sends all
+replies ready at that moment as one frame. At most `INFLIGHT_MAX` requests may be pending per
+connection; beyond that the reader stops reading (TCP backpressure). A malformed frame gets an
+INVALID reply with request id None and the connection is closed; a malformed request inside a
+good frame gets its own INVALID reply. Nothing a client sends can stop the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from client.wire import FrameDecoder, FrameError, Status, encode_frame
+
+from .protocol import Invalid
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("kvstore.server")
+
+INFLIGHT_MAX = 4096
+RECV_BYTES = 256 * 1024
+REPLY_FRAME_ITEMS = 8192
+HANDSHAKE_TIMEOUT_S = 30.0
+SEND_TIMEOUT_S = 30.0
+
+
+class ClientConn:
+    """One client connection; `reply()` may be called by the node at any time, even closed."""
+
+    def __init__(self, stream: trio.SocketStream, conn_id: int) -> None:
+        self.stream = stream
+        self.conn_id = conn_id
+        self.closed = False
+        self.inflight = 0
+        self._replies: list = []
+        self._wake = trio.Event()
+        self._room = trio.Event()
+
+    def reply(self, rid, status: int, payload) -> None:
+        if self.closed:
+            return
+        self.inflight -= 1
+        self._replies.append([rid, status, payload])
+        self._wake.set()
+        if self.inflight < INFLIGHT_MAX:
+            self._room.set()
+
+    def error(self, rid, status: Status, reason: str, **extra) -> None:
+        self.reply(rid, int(status), {"reason": reason, "leader": None, "leader_addr": None, "epoch": 0, **extra})
+
+    async def wait_room(self) -> None:
+        while self.inflight >= INFLIGHT_MAX and not self.closed:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    async def writer(self) -> None:
+        while not self.closed:
+            if not self._replies:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            batch = self._replies[:REPLY_FRAME_ITEMS]
+            del self._replies[:REPLY_FRAME_ITEMS]
+            try:
+                frame = encode_frame(batch)
+            except Exception as exc:  # too large together: send one by one
+                log.warning("reply frame too large, splitting", extra={"conn": self.conn_id, "error": repr(exc)})
+                for r in batch:
+                    try:
+                        f = encode_frame([r])
+                    except Exception:
+                        f = encode_frame([[r[0], int(Status.INVALID), {"reason": "reply too large"}]])
+                    with trio.fail_after(SEND_TIMEOUT_S):
+                        await self.stream.send_all(f)
+                continue
+            with trio.fail_after(SEND_TIMEOUT_S):
+                await self.stream.send_all(frame)
+
+
+class Server:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._next_conn = 0
+        self.client_conns = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self._next_conn += 1
+        conn_id = self._next_conn
+        try:
+            await self._handle(stream, conn_id)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass
+        except Exception:  # a bug in handling one connection must not stop the node
+            log.exception("connection handler failed", extra={"conn": conn_id})
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handle(self, stream: trio.SocketStream, conn_id: int) -> None:
+        decoder = FrameDecoder()
+        frames: list = []
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            while not frames:
+                data = await stream.receive_some(RECV_BYTES)
+                if not data:
+                    return
+                try:
+                    frames = decoder.feed(data)
+                except FrameError as exc:
+                    await _send_fatal(stream, str(exc))
+                    return
+        if not frames:
+            return
+        first = frames[0]
+        if first and isinstance(first[0], list) and first[0] and first[0][0] == "peer":
+            hello = first[0][1] if len(first[0]) > 1 and isinstance(first[0][1], dict) else {}
+            if "snapshot" in hello:
+                await self.node.receive_snapshot(stream, decoder, hello, frames[1:])
+            else:
+                await self._peer(stream, decoder, hello, frames, conn_id)
+            return
+        await self._client(stream, decoder, frames, conn_id)
+
+    async def _peer(self, stream, decoder: FrameDecoder, hello: dict, frames: list, conn_id: int) -> None:
+        peer_id = hello.get("id")
+        if type(peer_id) is not int or not self.node.is_peer(peer_id):
+            log.warning("unknown peer rejected", extra={"conn": conn_id, "peer": repr(peer_id)})
+            return
+        for f in frames[1:]:
+            self.node.on_peer_items(peer_id, f)
+        while True:
+            data = await stream.receive_some(RECV_BYTES)
+            if not data:
+                return
+            try:
+                for f in decoder.feed(data):
+                    self.node.on_peer_items(peer_id, f)
+            except FrameError as exc:
+                log.warning("bad frame from peer", extra={"peer": peer_id, "error": str(exc)})
+                return
+
+    async def _client(self, stream, decoder: FrameDecoder, frames: list, conn_id: int) -> None:
+        conn = ClientConn(stream, conn_id)
+        self.client_conns += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer_then_cancel, conn, nursery.cancel_scope)
+                try:
+                    for f in frames:
+                        await self._requests(conn, f)
+                    while True:
+                        data = await stream.receive_some(RECV_BYTES)
+                        if not data:
+                            break
+                        try:
+                            frames = decoder.feed(data)
+                        except FrameError as exc:
+                            conn.inflight += 1
+                            conn.error(None, Status.INVALID, str(exc))
+                            await trio.sleep(0.05)  # let the writer flush the error
+                            break
+                        for f in frames:
+                            await self._requests(conn, f)
+                finally:
+                    conn.closed = True
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.client_conns -= 1
+
+    async def _writer_then_cancel(self, conn: ClientConn, scope: trio.CancelScope) -> None:
+        try:
+            await conn.writer()
+        finally:
+            conn.closed = True
+            scope.cancel()
+
+    async def _requests(self, conn: ClientConn, frame: list) -> None:
+        node = self.node
+        for msg in frame:
+            await conn.wait_room()
+            if conn.closed:
+                return
+            conn.inflight += 1
+            try:
+                req = node.parse(msg)
+            except Invalid as exc:
+                rid = msg[0] if isinstance(msg, list) and msg and type(msg[0]) is int else None
+                conn.error(rid, Status.INVALID, str(exc))
+                continue
+            node.submit(conn, req)
+
+
+async def _send_fatal(stream, reason: str) -> None:
+    with trio.move_on_after(1.0):
+        await stream.send_all(encode_frame([[None, int(Status.INVALID), {"reason": reason}]]))

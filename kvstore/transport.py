@@ -1,0 +1,172 @@
+"""Node-to-node transport: one outbound connection per peer, batched frames, bounded queues.
+
+Theory of operation. The node loop calls `Transport.send(peer, item)` synchronously for every
+raft message of a turn; items queue per peer and the peer's sender task, woken once, takes
+everything queued and writes it as one frame (so all groups' messages to a peer in one turn
+share one syscall). The queue is bounded in items and bytes; when it is full, or while the
+peer is disconnected, items are dropped and counted — raft retransmits, and a dead or slow peer
+therefore never blocks the loop or grows memory. On connect the sender sends the handshake
+[["peer", {"id": self_id}]]; on failure it reconnects with capped exponential backoff and
+tells the node (`on_unreachable`) so raft can slow down replication to that peer.
+
+Inbound messages arrive on connections the peer opened to us (see server.py); this module
+only sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from client.wire import encode_frame
+
+from .placement import split_addr
+
+log = logging.getLogger("kvstore.transport")
+
+QUEUE_ITEMS_MAX = 20_000
+QUEUE_BYTES_MAX = 64 * 1024 * 1024
+FRAME_BYTES_TARGET = 4 * 1024 * 1024
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+CONNECT_TIMEOUT_S = 2.0
+SEND_TIMEOUT_S = 5.0
+
+
+def item_size(item: list) -> int:
+    """A cheap upper-ish estimate of an encoded raft message item's size."""
+    ents = item[7] if len(item) > 7 else None
+    n = 64
+    if ents:
+        for i in range(3, len(ents), 4):
+            n += len(ents[i]) + 16
+    return n
+
+
+class PeerSender:
+    def __init__(self, self_id: int, peer_id: int, addr: str, on_unreachable: Callable[[int], None]):
+        self.self_id = self_id
+        self.peer_id = peer_id
+        self.addr = addr
+        self._on_unreachable = on_unreachable
+        self._queue: deque = deque()
+        self._queued_bytes = 0
+        self._wake = trio.Event()
+        self.connected = False
+        self.dropped = 0
+        self.sent_frames = 0
+        self.sent_items = 0
+
+    def send(self, item: list) -> None:
+        if not self.connected:
+            self.dropped += 1
+            return
+        size = item_size(item)
+        if len(self._queue) >= QUEUE_ITEMS_MAX or self._queued_bytes + size > QUEUE_BYTES_MAX:
+            self.dropped += 1
+            return
+        self._queue.append((item, size))
+        self._queued_bytes += size
+        self._wake.set()
+
+    def _take_batch(self) -> list:
+        batch = []
+        total = 0
+        q = self._queue
+        while q and (not batch or total + q[0][1] <= FRAME_BYTES_TARGET):
+            item, size = q.popleft()
+            self._queued_bytes -= size
+            batch.append(item)
+            total += size
+        return batch
+
+    def _clear(self) -> None:
+        self.dropped += len(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    async def run(self) -> None:
+        host, port = split_addr(self.addr)
+        backoff = BACKOFF_MIN_S
+        while True:
+            stream = None
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    stream = await trio.open_tcp_stream(host, port)
+                with trio.fail_after(SEND_TIMEOUT_S):
+                    await stream.send_all(encode_frame([["peer", {"id": self.self_id}]]))
+                self.connected = True
+                backoff = BACKOFF_MIN_S
+                log.info("peer connected", extra={"peer": self.peer_id, "addr": self.addr})
+                await self._pump(stream)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                if self.connected:
+                    log.warning("peer connection lost", extra={"peer": self.peer_id, "error": repr(exc)})
+            finally:
+                was_connected = self.connected
+                self.connected = False
+                self._clear()
+                if stream is not None:
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
+            if was_connected or backoff == BACKOFF_MIN_S:
+                self._on_unreachable(self.peer_id)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _pump(self, stream: trio.SocketStream) -> None:
+        while True:
+            if not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            batch = self._take_batch()
+            try:
+                frame = encode_frame(batch)
+            except Exception as exc:  # an item we cannot encode is a bug: drop, keep going
+                log.error("cannot encode peer frame", extra={"peer": self.peer_id, "error": repr(exc)})
+                self.dropped += len(batch)
+                continue
+            with trio.fail_after(SEND_TIMEOUT_S):
+                await stream.send_all(frame)
+            self.sent_frames += 1
+            self.sent_items += len(batch)
+
+
+class Transport:
+    def __init__(self, self_id: int, peers: dict[int, str], on_unreachable: Callable[[int], None]):
+        self.self_id = self_id
+        self.senders = {
+            pid: PeerSender(self_id, pid, addr, on_unreachable)
+            for pid, addr in peers.items()
+            if pid != self_id
+        }
+
+    def send(self, peer: int, item: list) -> None:
+        s = self.senders.get(peer)
+        if s is not None:
+            s.send(item)
+
+    def is_connected(self, peer: int) -> bool:
+        s = self.senders.get(peer)
+        return s is not None and s.connected
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for s in self.senders.values():
+                nursery.start_soon(s.run)
+
+    def statistics(self) -> dict:
+        return {
+            pid: {
+                "connected": s.connected,
+                "dropped": s.dropped,
+                "sent_frames": s.sent_frames,
+                "sent_items": s.sent_items,
+                "queued": len(s._queue),
+            }
+            for pid, s in self.senders.items()
+        }
+
