@@ -1,0 +1,229 @@
+"""One pipelined connection from the client to one node.
+
+Theory of operation
+- `submit()` takes an in-flight slot, gives the request the next request id and puts it in the
+  outbox and in `pending`. Nothing is written by the submitting task.
+- One writer task drains the whole outbox into ONE frame per wake-up: every request queued in
+  the same scheduling moment, and every request queued while the previous `send_all` ran,
+  shares a frame (and so a syscall). DESIGN.md: per-request syscalls dominate the cost.
+- One reader task decodes reply frames and completes pending calls by request id. A reply
+  for an id nobody waits for any more (an abandoned call) is dropped, so a late reply can
+  never be taken for the answer to another request.
+- In-flight requests are bounded by a semaphore. A slot is returned when the reply arrives or
+  the connection dies; abandoning a call that was already sent does not return it (the node is
+  still working on it), which is the back-pressure on a slow node.
+- Every call knows whether its bytes may have left this process: `sent` becomes True just
+  before the frame holding it is handed to the socket. When the connection dies, a call not
+  yet sent fails as *not sent* (definitely not applied), any other as *maybe sent* (the node
+  may have applied it). The retry logic in `client.aio` turns that into Unavailable versus
+  OutcomeUnknown.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from client.wire import FrameDecoder, FrameError, encode_frame
+
+FRAME_SOFT_LIMIT_BYTES = 4 * 1024 * 1024  # split a batch above this (wire max is 16 MiB)
+RECEIVE_BYTES = 256 * 1024
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """"host:port" or "[v6]:port" -> (host, port); ValueError when malformed."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address must be 'host:port', got {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class Call:
+    """One request on a connection; `done` is set when a reply came or the connection died."""
+
+    __slots__ = ("rid", "msg", "size", "sent", "lost", "abandoned", "status", "payload", "done", "sent_at")
+
+    def __init__(self, rid: int, msg: list, size: int) -> None:
+        self.rid = rid
+        self.msg = msg
+        self.size = size
+        self.sent = False
+        self.lost = False
+        self.abandoned = False
+        self.status: int | None = None
+        self.payload = None
+        self.done = trio.Event()
+        self.sent_at = math.inf
+
+
+class NotSent(Exception):
+    """The request was definitely not sent (no connection, or it closed before sending)."""
+
+
+class Connection:
+    def __init__(self, addr: str, max_inflight: int = 1024) -> None:
+        self.addr = addr
+        self.ready = trio.Event()  # set once connected, or once connecting failed
+        self.error: BaseException | None = None
+        self.closed = False
+        self.last_receive_time = -math.inf
+        self.frames_sent = 0
+        self.messages_sent = 0
+        self.frames_received = 0
+        self.messages_received = 0
+        self._stream: trio.SocketStream | None = None
+        self._pending: dict[int, Call] = {}
+        self._outbox: list[Call] = []
+        self._wakeup = trio.Event()
+        self._slots = trio.Semaphore(max_inflight)
+        self._next_rid = 1
+        self._scope = trio.CancelScope()
+
+    # -- used by the client --------------------------------------------------------------
+
+    async def submit(self, op: str, args: dict, size: int = 64) -> Call:
+        """Queue a request; waits for an in-flight slot. Raises NotSent if the connection died."""
+        if self.closed:
+            raise NotSent(self.error or "connection closed")
+        await self._slots.acquire()
+        if self.closed:
+            self._slots.release()
+            raise NotSent(self.error or "connection closed")
+        rid = self._next_rid
+        self._next_rid += 1
+        call = Call(rid, [rid, op, args], size)
+        self._pending[rid] = call
+        self._outbox.append(call)
+        self._wakeup.set()
+        return call
+
+    def abandon(self, call: Call) -> bool:
+        """The caller stops waiting for `call`; returns whether it may have been sent."""
+        if call.done.is_set():
+            return call.sent
+        if not call.sent:
+            self._outbox.remove(call)
+            del self._pending[call.rid]
+            self._slots.release()
+            call.lost = True
+            call.done.set()
+            return False
+        call.abandoned = True
+        return True
+
+    def close(self, reason: str = "closed by client") -> None:
+        if self.error is None:
+            self.error = ConnectionError(reason)
+        self.closed = True
+        self._scope.cancel()
+
+    def statistics(self) -> dict:
+        return {
+            "in_flight": len(self._pending),
+            "frames_sent": self.frames_sent,
+            "messages_sent": self.messages_sent,
+            "frames_received": self.frames_received,
+            "messages_received": self.messages_received,
+        }
+
+    # -- the connection's own tasks ------------------------------------------------------
+
+    async def run(self, connect_timeout: float, on_closed) -> None:
+        """Connect, then read and write until closed or broken. Never raises (but Cancelled)."""
+        try:
+            with self._scope:
+                try:
+                    host, port = split_addr(self.addr)
+                    with trio.fail_after(connect_timeout):
+                        self._stream = await trio.open_tcp_stream(host, port)
+                except (OSError, ValueError, trio.TooSlowError) as exc:
+                    self.error = exc
+                    return
+                self.ready.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, nursery.cancel_scope)
+                    nursery.start_soon(self._writer, nursery.cancel_scope)
+        finally:
+            self.closed = True
+            if self.error is None:
+                self.error = ConnectionError("connection closed")
+            self.ready.set()
+            self._fail_pending()
+            if self._stream is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(self._stream)
+            on_closed(self)
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        self._outbox = []
+        for call in pending.values():
+            call.lost = True
+            call.done.set()
+            self._slots.release()
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        assert self._stream is not None
+        try:
+            while True:
+                if not self._outbox:
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    continue
+                batch, self._outbox = self._outbox, []
+                frames = []
+                msgs: list = []
+                size = 0
+                for call in batch:
+                    if msgs and size + call.size > FRAME_SOFT_LIMIT_BYTES:
+                        frames.append(msgs)
+                        msgs, size = [], 0
+                    msgs.append(call.msg)
+                    size += call.size
+                frames.append(msgs)
+                now = trio.current_time()
+                for call in batch:
+                    call.sent = True
+                    call.sent_at = now
+                for msgs in frames:
+                    data = encode_frame(msgs)
+                    await self._stream.send_all(data)
+                    self.frames_sent += 1
+                    self.messages_sent += len(msgs)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
+            self.error = exc
+            scope.cancel()
+
+    async def _reader(self, scope: trio.CancelScope) -> None:
+        assert self._stream is not None
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    raise ConnectionError("connection closed by the node")
+                self.last_receive_time = trio.current_time()
+                for messages in decoder.feed(data):
+                    self.frames_received += 1
+                    for message in messages:
+                        self._dispatch(message)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
+            self.error = exc
+            scope.cancel()
+
+    def _dispatch(self, message) -> None:
+        if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)
+                and isinstance(message[1], int)):
+            raise FrameError(f"malformed reply {message!r:.200}")
+        rid, status, payload = message
+        self.messages_received += 1
+        call = self._pending.pop(rid, None)
+        if call is None:
+            return  # a reply to an id we never sent or already failed: nothing waits for it
+        call.status = status
+        call.payload = payload
+        call.done.set()
+        self._slots.release()

@@ -1,0 +1,150 @@
+"""Client: the blocking, thread-safe client, a thin shell over AsyncClient.
+
+Why this shape: the sync Client runs ONE AsyncClient in a trio loop on a background daemon
+thread and hands every call to it. So all threads that share a Client share its connections
+(one per node) and its pipelining: requests that several threads issue at the same moment go
+out in one frame, and their replies come back in one. Thread safety is the trio loop's: all
+client state lives on that one thread and is touched by nothing else.
+
+Each call crosses threads twice: `TrioToken.run_sync_soon` (thread-safe) starts a task in the
+client's nursery, and the caller blocks on a `queue.SimpleQueue` for the task's outcome. This
+avoids `trio.from_thread.run`'s "not from a trio thread" restriction, so a Client may even be
+used (blocking) from code that runs under some other trio loop.
+
+Closing the client cancels calls still running; they raise ClientClosed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from typing import Iterable
+
+import outcome
+import trio
+
+from client.aio import AsyncClient
+from client.errors import ClientClosed, KVError
+
+START_TIMEOUT_SECONDS = 30.0
+
+
+class Client:
+    """Blocking client: `Client(["127.0.0.1:7001", ...], timeout=5.0)`; safe to share between
+    threads. Same methods as AsyncClient; use `close()` or `with Client(...) as c:`."""
+
+    def __init__(self, addrs: Iterable[str] | str, timeout: float = 5.0, **kwargs) -> None:
+        self._async = AsyncClient(addrs, timeout, **kwargs)  # validates the arguments here
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._thread_main, name="kvstore-client", daemon=True)
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT_SECONDS):
+            raise KVError("the client's trio thread did not start")
+        if self._start_error is not None:
+            raise self._start_error
+
+    # -- the trio thread -----------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # surfaced to the constructor if it happened at start
+            self._start_error = exc
+        finally:
+            self._started.set()
+
+    async def _main(self) -> None:
+        async with self._async:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                self._stop = trio.Event()
+                self._started.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+    def _call(self, method: str, *args, **kwargs):
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        afn = getattr(self._async, method)
+
+        async def call():
+            result = afn(*args, **kwargs)
+            return (await result) if inspect.isawaitable(result) else result
+
+        async def runner() -> None:
+            done.put(await outcome.acapture(call))
+
+        def spawn() -> None:
+            try:
+                self._nursery.start_soon(runner)
+            except RuntimeError:  # the nursery is closing
+                done.put(outcome.Error(ClientClosed("the client is closed")))
+
+        try:
+            self._token.run_sync_soon(spawn)
+        except trio.RunFinishedError:
+            raise ClientClosed("the client is closed") from None
+        result = done.get()
+        if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
+            raise ClientClosed("the client was closed while the call ran")
+        return result.unwrap()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the client's thread and close its connections (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._token.run_sync_soon(self._stop.set)
+        except trio.RunFinishedError:
+            pass
+        self._thread.join(START_TIMEOUT_SECONDS)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- the operations (see AsyncClient for their documentation) ------------------------
+
+    def put(self, key, value, *, timeout: float | None = None) -> int:
+        return self._call("put", key, value, timeout=timeout)
+
+    def get(self, key, *, consistency: str = "linearizable", timeout: float | None = None) -> bytes | None:
+        return self._call("get", key, consistency=consistency, timeout=timeout)
+
+    def get_with_version(self, key, *, consistency: str = "linearizable", timeout: float | None = None):
+        return self._call("get_with_version", key, consistency=consistency, timeout=timeout)
+
+    def delete(self, key, *, timeout: float | None = None) -> bool:
+        return self._call("delete", key, timeout=timeout)
+
+    def cas(self, key, expected, new, *, timeout: float | None = None) -> bool:
+        return self._call("cas", key, expected, new, timeout=timeout)
+
+    def scan(self, prefix=b"", limit: int | None = None, *, consistency: str = "linearizable",
+             timeout: float | None = None) -> list[tuple[bytes, bytes]]:
+        return self._call("scan", prefix, limit, consistency=consistency, timeout=timeout)
+
+    def bucket_map(self, *, refresh: bool = False, timeout: float | None = None) -> dict:
+        return self._call("bucket_map", refresh=refresh, timeout=timeout)
+
+    def status(self, addr: str | None = None, *, timeout: float | None = None) -> dict:
+        return self._call("status", addr, timeout=timeout)
+
+    def statistics(self) -> dict:
+        return self._call("statistics")

@@ -1,0 +1,512 @@
+"""The client against a scriptable fake cluster (tests/client/fakenode.py): routing, retries,
+outcome rules, pipelining, bad input, thread safety."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import trio
+
+from client import AsyncClient, Client
+from client.errors import ClientClosed, InvalidRequest, OutcomeUnknown, Unavailable
+from client.wire import MAX_KEY_BYTES, MAX_VALUE_BYTES, Status, bucket_of
+from tests.client.fakenode import Delay, Drop, FakeCluster, Reply, Silent, error
+
+HANG_GUARD_SECONDS = 20  # a call that takes this long has ignored its deadline
+
+
+@pytest.fixture
+def fake():
+    with FakeCluster(n=3, num_buckets=4) as cluster:
+        yield cluster
+
+
+def run(afn):
+    async def main():
+        with trio.fail_after(HANG_GUARD_SECONDS):
+            return await afn()
+
+    return trio.run(main)
+
+
+def aclient(fake, **kw):
+    kw.setdefault("rng", random.Random(7))
+    return AsyncClient(fake.addrs, **kw)
+
+
+def put_sessions(fake):
+    return {(a["session"], a["seq"]) for _, a in fake.ops("put")}
+
+
+# -- the basic operations ------------------------------------------------------------------
+
+
+def test_operations_round_trip(fake):
+    async def main():
+        async with aclient(fake) as c:
+            v1 = await c.put(b"a", b"1")
+            v2 = await c.put("b", "2")  # str is encoded as UTF-8
+            assert v2 > v1
+            assert await c.get(b"a") == b"1"
+            assert await c.get_with_version(b"b") == (b"2", v2)
+            assert await c.get(b"missing") is None
+            assert await c.delete(b"a") is True
+            assert await c.delete(b"a") is False
+            assert await c.cas(b"c", None, b"x") is True
+            assert await c.cas(b"c", None, b"y") is False
+            assert await c.cas(b"c", b"x", b"z") is True
+            assert await c.get(b"c") == b"z"
+            assert await c.cas(b"c", b"z", None) is True
+            assert await c.get(b"c") is None
+            m = await c.bucket_map()
+            assert m["num_buckets"] == 4 and len(m["buckets"]) == 4
+
+    run(main)
+
+
+def test_scan_fans_out_merges_in_order_and_pages(fake):
+    keys = [f"k{i:03}".encode() for i in range(40)]
+
+    async def main():
+        async with aclient(fake, scan_page=3) as c:
+            for k in keys:
+                await c.put(k, b"v" + k)
+            await c.put(b"other", b"x")
+            assert len({bucket_of(k, 4) for k in keys}) == 4  # the data really is spread
+            got = await c.scan(b"k")
+            assert got == [(k, b"v" + k) for k in keys]
+            assert await c.scan(b"k", limit=5) == [(k, b"v" + k) for k in keys[:5]]
+            assert await c.scan(b"k", limit=0) == []
+            assert await c.scan(b"nope") == []
+            assert len(await c.scan(b"")) == 41
+
+    run(main)
+
+
+def test_scan_with_a_hash_tag_prefix_asks_one_bucket(fake):
+    async def main():
+        async with aclient(fake) as c:
+            for i in range(5):
+                await c.put(f"{{user1}}:{i}", b"x")
+            await c.put(b"user1", b"y")
+            fake.requests.clear()
+            got = await c.scan(b"{user1}:")
+            assert [k for k, _ in got] == [f"{{user1}}:{i}".encode() for i in range(5)]
+            scanned = {a["bucket"] for _, a in fake.ops("scan")}
+            assert scanned == {bucket_of(b"user1", 4)}
+
+    run(main)
+
+
+# -- routing -------------------------------------------------------------------------------
+
+
+def test_follows_not_leader_hint_and_caches_the_new_leader(fake):
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"k", b"1")  # map says node 0 leads
+            fake.leaders = [2] * 4  # leadership moved; the client's map is now stale
+            fake.requests.clear()
+            await c.put(b"k", b"2")
+            assert [n for n, _ in fake.ops("put")] == [0, 2]
+            fake.requests.clear()
+            assert await c.get(b"k") == b"2"
+            assert [n for n, _ in fake.ops("get")] == [2]  # went straight to the cached leader
+
+    run(main)
+
+
+def test_not_leader_without_hint_tries_other_replicas(fake):
+    fake.leaders = [1] * 4
+
+    def script(node, op, args):
+        if op == "map":  # a map that claims node 0 leads
+            m = fake.map_payload()
+            for b in m["buckets"]:
+                b[2] = 0
+            return Reply(Status.OK, m)
+        if node != 1:
+            return Reply(Status.NOT_LEADER, error("no leader known"))
+        return None
+
+    fake.script = script
+
+    async def main():
+        async with aclient(fake) as c:
+            assert await c.put(b"k", b"v") >= 1
+            assert await c.get(b"k") == b"v"
+
+    run(main)
+
+
+def test_wrong_bucket_refreshes_the_map(fake):
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"warm", b"up")
+            # the cluster now has 8 buckets at epoch 2; find a key whose bucket changed
+            key = next(k for k in (f"key{i}".encode() for i in range(100)) if bucket_of(k, 4) != bucket_of(k, 8))
+            fake.leaders = [0] * 8
+            fake.num_buckets, fake.epoch = 8, 2
+            maps_before = len(fake.ops("map"))
+            await c.put(key, b"v")
+            assert len(fake.ops("map")) > maps_before
+            assert fake.ops("put")[-1][1]["bucket"] == bucket_of(key, 8)
+            assert (await c.bucket_map())["epoch"] == 2
+
+    run(main)
+
+
+def test_follower_reads_spread_over_replicas(fake):
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"hot", b"v")
+            for _ in range(30):
+                assert await c.get(b"hot", consistency="follower") == b"v"
+            served = {n for n, a in fake.ops("get") if a["consistency"] == "follower"}
+            assert served == {0, 1, 2}
+
+    run(main)
+
+
+def test_follower_read_falls_back_to_leader_when_a_replica_refuses(fake):
+    def script(node, op, args):
+        if op == "get" and node != 0:
+            return Reply(Status.NOT_LEADER, error("no follower reads here", 0, fake.addrs[0]))
+        return None
+
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"k", b"v")
+            fake.script = script
+            for _ in range(5):
+                assert await c.get(b"k", consistency="follower") == b"v"
+
+    run(main)
+
+
+# -- retries and the outcome rules ---------------------------------------------------------
+
+
+def test_retries_reuse_session_and_seq_and_apply_once(fake):
+    seen = []
+
+    def script(node, op, args):
+        if op == "put":
+            seen.append(1)
+            if len(seen) <= 2:
+                return Reply(Status.TIMEOUT, error("commit timed out"))
+        return None
+
+    fake.script = script
+
+    async def main():
+        async with aclient(fake) as c:
+            version = await c.put(b"k", b"v")
+            assert len(fake.ops("put")) == 3
+            assert len(put_sessions(fake)) == 1  # every attempt carried the same (session, seq)
+            assert len(fake.applied) == 1
+            assert fake.store[b"k"] == (b"v", version)
+
+    run(main)
+
+
+def test_applied_then_connection_dropped_is_answered_by_the_retry(fake):
+    state = {"dropped": False}
+
+    def script(node, op, args):
+        if op == "put" and not state["dropped"]:
+            state["dropped"] = True
+            return Drop(apply=True)  # applied, but the reply is lost with the connection
+        return None
+
+    fake.script = script
+
+    async def main():
+        async with aclient(fake) as c:
+            version = await c.put(b"k", b"v")
+            assert len(fake.ops("put")) >= 2
+            assert len(put_sessions(fake)) == 1
+            assert fake.applied == [next(iter(put_sessions(fake)))]  # applied exactly once
+            assert fake.store[b"k"] == (b"v", version)
+
+    run(main)
+
+
+@pytest.mark.parametrize("action", [Silent(), Drop(), Reply(Status.TIMEOUT, error("timeout"))],
+                         ids=["silent", "dropped", "timeout-status"])
+def test_write_with_no_definite_answer_is_outcome_unknown(fake, action):
+    fake.script = lambda node, op, args: action if op == "put" else None
+
+    async def main():
+        async with aclient(fake, timeout=1.0) as c:
+            with pytest.raises(OutcomeUnknown):
+                await c.put(b"k", b"v")
+
+    run(main)
+
+
+@pytest.mark.parametrize("status", [Status.UNAVAILABLE, Status.NOT_LEADER])
+def test_write_refused_everywhere_is_unavailable(fake, status):
+    fake.script = lambda node, op, args: Reply(status, error("no")) if op == "put" else None
+
+    async def main():
+        async with aclient(fake, timeout=1.0) as c:
+            with pytest.raises(Unavailable):
+                await c.put(b"k", b"v")
+            assert len(fake.ops("put")) > 1  # it did retry
+            assert fake.applied == []
+
+    run(main)
+
+
+def test_unknown_then_refused_stays_unknown(fake):
+    state = {"n": 0}
+
+    def script(node, op, args):
+        if op == "put":
+            state["n"] += 1
+            if state["n"] == 1:
+                return Drop()
+            return Reply(Status.NOT_LEADER, error("no leader"))
+        return None
+
+    fake.script = script
+
+    async def main():
+        async with aclient(fake, timeout=1.0) as c:
+            with pytest.raises(OutcomeUnknown):
+                await c.put(b"k", b"v")
+
+    run(main)
+
+
+def test_connection_refused_is_unavailable_and_bounded():
+    with FakeCluster(n=1) as cluster:
+        addr = cluster.addrs[0]
+        cluster.kill(0)
+
+    async def main():
+        async with AsyncClient([addr], timeout=0.5) as c:
+            with pytest.raises(Unavailable):
+                await c.put(b"k", b"v")
+            with pytest.raises(Unavailable):
+                await c.get(b"k")
+            with pytest.raises(Unavailable):
+                await c.scan(b"")
+
+    run(main)
+
+
+@pytest.mark.parametrize("action", [Silent(), Drop(), Reply(Status.TIMEOUT, error("t"))],
+                         ids=["silent", "dropped", "timeout-status"])
+def test_failed_reads_are_unavailable(fake, action):
+    async def main():
+        async with aclient(fake, timeout=1.0) as c:
+            await c.put(b"k", b"v")
+            fake.script = lambda node, op, args: action if op in ("get", "scan") else None
+            with pytest.raises(Unavailable):
+                await c.get(b"k")
+            with pytest.raises(Unavailable):
+                await c.scan(b"k")
+
+    run(main)
+
+
+def test_paused_leader_fails_over_within_the_deadline(fake):
+    def script(node, op, args):
+        if node == 0 and op != "map":
+            fake.leaders = [1] * 4  # the others elect node 1 while node 0 hangs
+            return Silent()
+        return None
+
+    async def main():
+        async with aclient(fake, timeout=5.0, attempt_timeout=0.3) as c:
+            await c.bucket_map()
+            fake.script = script
+            version = await c.put(b"k", b"v")  # first attempt maybe applied, then OK: definite
+            assert fake.store[b"k"] == (b"v", version)
+            nodes = [n for n, _ in fake.ops("put")]
+            assert nodes[0] == 0 and nodes[-1] == 1
+
+    run(main)
+
+
+def test_per_call_timeout_overrides_the_default(fake):
+    fake.script = lambda node, op, args: Silent() if op == "get" else None
+
+    async def main():
+        async with aclient(fake, timeout=60.0) as c:
+            with pytest.raises(Unavailable):
+                await c.get(b"k", timeout=0.3)  # the 20 s hang guard would catch the 60 s
+
+    run(main)
+
+
+def test_sessions_advance_seq_and_retire_after_unknown(fake):
+    async def main():
+        async with aclient(fake, timeout=1.0) as c:
+            await c.put(b"a", b"1")
+            await c.put(b"b", b"2")
+            (s1, q1), (s2, q2) = [(a["session"], a["seq"]) for _, a in fake.ops("put")]
+            assert s1 == s2 and q2 == q1 + 1  # one session, seq +1 per write
+            fake.script = lambda node, op, args: Drop() if op == "put" else None
+            with pytest.raises(OutcomeUnknown):
+                await c.put(b"c", b"3")
+            fake.script = None
+            await c.put(b"d", b"4")
+            assert fake.ops("put")[-1][1]["session"] != s1  # the unknown session was retired
+
+    run(main)
+
+
+def test_invalid_reply_is_invalid_request(fake):
+    fake.script = lambda node, op, args: Reply(Status.INVALID, error("value rejected")) if op == "put" else None
+
+    async def main():
+        async with aclient(fake) as c:
+            with pytest.raises(InvalidRequest, match="value rejected"):
+                await c.put(b"k", b"v")
+
+    run(main)
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_input_is_rejected_before_sending(fake):
+    async def main():
+        async with aclient(fake) as c:
+            with pytest.raises(TypeError):
+                await c.put(1, b"v")
+            with pytest.raises(TypeError):
+                await c.put(b"k", None)
+            with pytest.raises(TypeError):
+                await c.get(3.5)
+            with pytest.raises(TypeError):
+                await c.cas(b"k", 1, b"v")
+            with pytest.raises(InvalidRequest):
+                await c.put(b"k", b"x" * (MAX_VALUE_BYTES + 1))
+            with pytest.raises(InvalidRequest):
+                await c.put(b"k" * (MAX_KEY_BYTES + 1), b"v")
+            with pytest.raises(InvalidRequest):
+                await c.get(b"k", consistency="eventual")
+            with pytest.raises(InvalidRequest):
+                await c.scan(b"", limit=-1)
+            with pytest.raises(InvalidRequest):
+                await c.get(b"k", timeout=0)
+            assert fake.requests == []  # nothing was sent, not even a map request
+
+    run(main)
+
+
+def test_bad_addresses_are_rejected():
+    with pytest.raises(ValueError):
+        AsyncClient(["localhost"])
+    with pytest.raises(ValueError):
+        AsyncClient([])
+    with pytest.raises(TypeError):
+        AsyncClient([("127.0.0.1", 1)])
+
+
+# -- pipelining and bounds -----------------------------------------------------------------
+
+
+def test_concurrent_requests_share_frames(fake):
+    async def main():
+        async with aclient(fake) as c:
+            await c.bucket_map()
+            fake.frames.clear()
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(c.put, f"k{i}", b"v")
+            assert len(fake.store) == 200
+            assert sum(fake.frames) == 200
+            assert len(fake.frames) < 20  # 200 requests went out in a few frames
+            stats = c.statistics()["connections"]
+            assert sum(s["frames_sent"] for s in stats.values()) < sum(s["messages_sent"] for s in stats.values())
+
+    run(main)
+
+
+def test_in_flight_requests_per_connection_are_bounded(fake):
+    in_flight = {"now": 0, "max": 0}
+
+    def script(node, op, args):
+        if op == "get":
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            return Delay(0.02)
+        return None
+
+    async def main():
+        async with aclient(fake, max_inflight=3) as c:
+            await c.put(b"k", b"v")
+            fake.script = script
+
+            async def get():
+                assert await c.get(b"k") == b"v"
+                in_flight["now"] -= 1  # racy across threads only by one; bound checked below
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(get)
+            assert in_flight["max"] <= 3 + 1
+
+    run(main)
+
+
+# -- the sync client -----------------------------------------------------------------------
+
+
+def test_sync_client_round_trip_and_close(fake):
+    with Client(fake.addrs, timeout=2.0) as c:
+        v = c.put(b"a", b"1")
+        assert c.get(b"a") == b"1"
+        assert c.get_with_version(b"a") == (b"1", v)
+        assert c.cas(b"a", b"1", b"2") is True
+        assert c.scan(b"a") == [(b"a", b"2")]
+        assert c.delete(b"a") is True
+        assert c.bucket_map()["num_buckets"] == 4
+        with pytest.raises(TypeError):
+            c.put(object(), b"v")
+        with pytest.raises(InvalidRequest):
+            c.put(b"k", b"x" * (MAX_VALUE_BYTES + 1))
+    with pytest.raises(ClientClosed):
+        c.get(b"a")
+    c.close()  # idempotent
+
+
+def test_sync_client_is_safe_to_share_between_threads(fake):
+    errors = []
+    with Client(fake.addrs, timeout=5.0) as c:
+        def worker(t):
+            try:
+                for i in range(40):
+                    key = f"t{t}:{i}".encode()
+                    c.put(key, key)
+                    assert c.get(key) == key
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(HANG_GUARD_SECONDS)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        assert len(fake.store) == 16 * 40
+        stats = c.statistics()
+        assert stats["sessions_created"] <= 16
+    assert max(fake.frames) > 1  # requests of different threads shared frames
+
+
+def test_sync_client_outcome_errors(fake):
+    fake.script = lambda node, op, args: Silent() if op in ("put", "get") else None
+    with Client(fake.addrs, timeout=0.6) as c:
+        with pytest.raises(OutcomeUnknown):
+            c.put(b"k", b"v")
+        with pytest.raises(Unavailable):
+            c.get(b"k")
