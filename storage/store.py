@@ -1,34 +1,178 @@
 """NodeStore: one LMDB environment per node holding every group's Raft log and state, the MVCC
-data of its buckets, apply state and client sessions. (API stub; implementation follows.)"""
+data of its buckets, apply state and client sessions.
+
+Theory of operation
+- Named databases: `log` (group 8B + index 8B -> entry), `raft` (group + b"h"/b"c"/b"s" ->
+  hard state / conf state / snapshot record), `apply` (group -> bucket, applied index, last
+  version), `sessions` (group + session -> last seq, result, last ts), `data` (MVCC, see
+  keys.py), `staging` (snapshot chunks being installed), `meta` (node metadata).
+- Every write method is ONE write transaction (`_write`): persist for all groups of a turn,
+  apply for all groups of a turn. The function building the transaction is pure with respect
+  to memory: it returns the cache updates, which are published only after a successful commit,
+  so a failed or retried transaction leaves no trace.
+- MapFullError: the transaction is aborted, the map doubled (after waiting for in-flight read
+  transactions of this process to end, as LMDB requires), and the whole transaction retried.
+  A full disk (ENOSPC, EFBIG, EDQUOT) raises DiskFull; LMDB's copy-on-write commit means the
+  file still holds the previous committed state.
+- Threads: writes are serialised by `_write_lock` and each runs entirely on its calling
+  thread (py-lmdb's rule); the node calls them from one worker thread. Reads may run on any
+  thread concurrently: each opens its own short read transaction; hot group state is cached
+  in immutable objects replaced whole after a commit.
+- Exclusive opening: `LOCK` in the directory is flock()ed; a second opener (another process or
+  another NodeStore in this process) gets StoreLocked.
+- Snapshots (`snapshot_chunks`): the header is read in one read transaction (applied index,
+  last version V, conf state, sessions); then the bucket's data is streamed in pieces of
+  `chunk_bytes`, each from a new short read transaction that starts after the previous
+  piece's last key, keeping only versions <= V. This is consistent because versions are
+  immutable and every later write has a version > V; the only deleter, GC, is clamped while
+  the stream runs so it never removes the version visible at V. No read transaction is held
+  across a yield, so a slow receiver cannot bloat the file. `install_snapshot` writes chunks
+  into `staging` (invisible to reads), then one transaction replaces the bucket's data,
+  sessions, apply state and Raft snapshot metadata and truncates the log. Staging left by a
+  crash is dropped on open.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import struct
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from raft.types import Snapshot, SnapshotMetadata
+import lmdb
 
+from raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+
+from . import codec, keys, mvcc
 from .commands import GroupApply, GroupWrite
+from .errors import (
+    DiskFull,
+    InvalidInput,
+    SnapshotAborted,
+    StorageError,
+    StoreClosed,
+    StoreLocked,
+)
+from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
 
 DEFAULT_MAP_SIZE = 1 << 30
+_U64 = struct.Struct(">Q")
+_HS, _CS, _SNAP = b"h", b"c", b"s"
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_MAX_RESIZES = 16
 
 
 @dataclass(slots=True, frozen=True)
 class GcProgress:
-    """`cursor` is None when the pass is done; otherwise pass it to the next `gc` call."""
+    """`cursor` is None when the pass over the bucket is done; otherwise pass it to the next
+    `gc` call. `deleted` counts versions removed by this call."""
 
     cursor: bytes | None
     deleted: int
 
+    @property
+    def done(self) -> bool:
+        return self.cursor is None
+
+
+@dataclass(slots=True, frozen=True)
+class ApplyState:
+    bucket: int
+    applied_index: int
+    last_version: int
+
+
+_NO_APPLY = ApplyState(0, 0, 0)
+
+
+def _disk_error(exc: lmdb.Error) -> StorageError | None:
+    text = str(exc)
+    for code in _DISK_FULL:
+        if os.strerror(code) in text:
+            return DiskFull(f"disk full: {text}")
+    return None
+
 
 class NodeStore:
+    def __init__(self, path: str, env: lmdb.Environment, lock_fd: int, sync: bool,
+                 session_ttl: int) -> None:
+        self.path = path
+        self._env = env
+        self._lock_fd = lock_fd
+        self._sync = sync
+        self.session_ttl = session_ttl
+        self._db_log = env.open_db(b"log")
+        self._db_raft = env.open_db(b"raft")
+        self._db_apply = env.open_db(b"apply")
+        self._db_sessions = env.open_db(b"sessions")
+        self._db_data = env.open_db(b"data")
+        self._db_staging = env.open_db(b"staging")
+        self._db_meta = env.open_db(b"meta")
+        self._write_lock = threading.RLock()
+        self._cache_lock = threading.Lock()
+        self._groups: dict[int, GroupState] = {}
+        self._applies: dict[int, ApplyState] = {}
+        self._views: dict[int, GroupStorage] = {}
+        self._pins: dict[int, list[int]] = {}  # bucket -> versions of running snapshot streams
+        self._epochs: dict[int, int] = {}  # bucket -> bumped when its data is replaced/removed
+        # Read gate: set_mapsize needs no live transaction in this process.
+        self._gate = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
     @classmethod
-    def open(cls, path, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> "NodeStore":
-        """Open (creating) the store in directory `path`; StoreLocked if already open."""
-        raise NotImplementedError
+    def open(cls, path, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
+             session_ttl: int = mvcc.SESSION_TTL_NS) -> "NodeStore":
+        """Open (creating) the store in directory `path`.
+
+        `map_size` is the initial LMDB map size; it doubles automatically when full.
+        `sync=False` gives up durability (tests and benchmarks only). Raises StoreLocked if
+        another opener holds the directory."""
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreLocked(f"store {path!r} is already open (by pid {holder})") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync,
+                            readahead=False, max_readers=256, lock=True)
+        except lmdb.Error as exc:
+            os.close(fd)
+            raise _disk_error(exc) or StorageError(f"cannot open {path!r}: {exc}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        store = cls(path, env, fd, sync, session_ttl)
+        store._drop_staging()
+        return store
 
     def close(self) -> None:
-        raise NotImplementedError
+        with self._write_lock:
+            if self._env is None:
+                return
+            with self._gate:
+                self._resizing = True
+                self._wait_no_readers()
+                self._env.close()
+                self._env = None
+                self._resizing = False
+                self._gate.notify_all()
+            os.close(self._lock_fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._env is None
 
     def __enter__(self) -> "NodeStore":
         return self
@@ -36,58 +180,506 @@ class NodeStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- raft ---------------------------------------------------------------------------------
-    def group(self, group_id: int):
-        """The `raft.storage.Storage` view of one group (cached; cheap to call)."""
-        raise NotImplementedError
+    # -- transactions -------------------------------------------------------------------------
 
-    def persist(self, batch: list[GroupWrite]) -> None:
-        """One write transaction, one fsync for all groups; durable on return."""
-        raise NotImplementedError
+    def _begin_read(self):
+        with self._gate:
+            while self._resizing:
+                self._gate.wait(1.0)
+            if self._env is None:
+                raise StoreClosed("the store is closed")
+            self._readers += 1
+        try:
+            return self._env.begin(buffers=False)
+        except BaseException:
+            self._end_read(None)
+            raise
+
+    def _end_read(self, txn) -> None:
+        if txn is not None:
+            txn.abort()
+        with self._gate:
+            self._readers -= 1
+            if self._readers == 0 and self._resizing:
+                self._gate.notify_all()
+
+    def _wait_no_readers(self) -> None:
+        for _ in range(600):  # readers are short; a minute is a hang, not a wait
+            if self._readers == 0:
+                return
+            self._gate.wait(0.1)
+        raise StorageError("read transactions did not finish; cannot resize the map")
+
+    def _grow(self) -> None:
+        with self._gate:
+            self._resizing = True
+            try:
+                self._wait_no_readers()
+                new = self._env.info()["map_size"] * 2
+                self._env.set_mapsize(new)
+            finally:
+                self._resizing = False
+                self._gate.notify_all()
+
+    def _write(self, fn):
+        """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish."""
+        with self._write_lock:
+            if self._env is None:
+                raise StoreClosed("the store is closed")
+            for _ in range(_MAX_RESIZES):
+                txn = self._env.begin(write=True)
+                try:
+                    result, publish = fn(txn)
+                    txn.commit()
+                except lmdb.MapFullError:
+                    txn.abort()
+                    self._grow()
+                    continue
+                except lmdb.Error as exc:
+                    txn.abort()
+                    raise _disk_error(exc) or StorageError(f"LMDB: {exc}") from None
+                except BaseException:
+                    txn.abort()
+                    raise
+                if publish is not None:
+                    with self._cache_lock:
+                        publish()
+                return result
+            raise DiskFull("the LMDB map could not be grown enough")
+
+    def _drop_staging(self) -> None:
+        def fn(txn):
+            txn.drop(self._db_staging, delete=False)
+            return None, None
+
+        self._write(fn)
+
+    # -- group state cache --------------------------------------------------------------------
+
+    def _load_group(self, txn, group_id: int) -> GroupState:
+        gp = group_prefix(group_id)
+        raw = txn.get(gp + _SNAP, db=self._db_raft)
+        snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
+        raw = txn.get(gp + _HS, db=self._db_raft)
+        hs = codec.decode_hard_state(raw) if raw is not None else HardState()
+        raw = txn.get(gp + _CS, db=self._db_raft)
+        cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
+        last, last_term = snap.metadata.index, snap.metadata.term
+        cur = txn.cursor(db=self._db_log)
+        if cur.set_range(group_prefix(group_id + 1)) if group_id + 1 < 1 << 64 else False:
+            found = cur.prev()
+        else:
+            found = cur.last()
+        if found and cur.key()[:8] == gp:
+            last = _U64.unpack_from(cur.key(), 8)[0]
+            last_term = codec.entry_term(cur.value())
+        return GroupState(last, last_term, hs, cs, snap)
+
+    def _group_state(self, group_id: int) -> GroupState:
+        st = self._groups.get(group_id)
+        if st is not None:
+            return st
+        with self._cache_lock:  # a concurrent commit publishes after us, never before
+            st = self._groups.get(group_id)
+            if st is None:
+                txn = self._begin_read()
+                try:
+                    st = self._load_group(txn, group_id)
+                finally:
+                    self._end_read(txn)
+                self._groups[group_id] = st
+            return st
+
+    def _group_in(self, txn, group_id: int, pending: dict) -> GroupState:
+        st = pending.get(group_id) or self._groups.get(group_id)
+        return st if st is not None else self._load_group(txn, group_id)
+
+    def _load_apply(self, txn, group_id: int) -> ApplyState:
+        raw = txn.get(group_prefix(group_id), db=self._db_apply)
+        return ApplyState(*codec.decode_apply_state(raw)) if raw is not None else _NO_APPLY
+
+    def _apply_state(self, group_id: int) -> ApplyState:
+        st = self._applies.get(group_id)
+        if st is not None:
+            return st
+        with self._cache_lock:
+            st = self._applies.get(group_id)
+            if st is None:
+                txn = self._begin_read()
+                try:
+                    st = self._load_apply(txn, group_id)
+                finally:
+                    self._end_read(txn)
+                self._applies[group_id] = st
+            return st
+
+    def _read_log(self, group_id: int, index: int):
+        txn = self._begin_read()
+        try:
+            return txn.get(log_key(group_id, index), db=self._db_log)
+        finally:
+            self._end_read(txn)
+
+    def _read_entries(self, group_id: int, lo: int, hi: int, max_bytes: int | None):
+        out: list[Entry] = []
+        size = 0
+        gp = group_prefix(group_id)
+        txn = self._begin_read()
+        try:
+            cur = txn.cursor(db=self._db_log)
+            ok = cur.set_key(log_key(group_id, lo))
+            expect = lo
+            while ok and expect < hi:
+                k = cur.key()
+                if k[:8] != gp or _U64.unpack_from(k, 8)[0] != expect:
+                    break
+                e = codec.decode_entry(expect, cur.value())
+                size += codec.entry_size(e)
+                if out and max_bytes is not None and size > max_bytes:
+                    break
+                out.append(e)
+                expect += 1
+                ok = cur.next()
+        finally:
+            self._end_read(txn)
+        return out
+
+    # -- raft ---------------------------------------------------------------------------------
+
+    def group(self, group_id: int) -> GroupStorage:
+        """The `raft.storage.Storage` view of one group (cheap; the same object each time)."""
+        view = self._views.get(group_id)
+        if view is None:
+            view = self._views.setdefault(group_id, GroupStorage(self, group_id))
+        return view
+
+    def groups(self) -> list[int]:
+        """Ids of the groups with any Raft state or apply state in the store."""
+        found = set()
+        txn = self._begin_read()
+        try:
+            for db in (self._db_raft, self._db_apply, self._db_log):
+                cur = txn.cursor(db=db)
+                ok = cur.first()
+                while ok:
+                    gid = _U64.unpack_from(cur.key())[0]
+                    found.add(gid)
+                    ok = gid + 1 < 1 << 64 and cur.set_range(group_prefix(gid + 1))
+        finally:
+            self._end_read(txn)
+        return sorted(found)
+
+    def _delete_log_range(self, txn, group_id: int, lo: int, hi: int) -> None:
+        """Delete log entries lo..hi inclusive."""
+        if lo > hi:
+            return
+        cur = txn.cursor(db=self._db_log)
+        end = log_key(group_id, hi)
+        ok = cur.set_range(log_key(group_id, lo))
+        while ok and cur.key() <= end:
+            ok = cur.delete() and bool(cur.key())
+
+    def _install_snapshot_meta(self, txn, group_id: int, st: GroupState, snap: Snapshot
+                               ) -> GroupState:
+        """Raft's rule: keep the log after the snapshot if it holds the snapshot's last entry
+        with the same term; otherwise discard the whole log."""
+        m = snap.metadata
+        gp = group_prefix(group_id)
+        keep = False
+        if st.first_index <= m.index <= st.last_index:
+            raw = txn.get(log_key(group_id, m.index), db=self._db_log)
+            keep = raw is not None and codec.entry_term(raw) == m.term
+        if keep:
+            self._delete_log_range(txn, group_id, st.first_index, m.index)
+            last, last_term = st.last_index, st.last_term
+        else:
+            self._delete_log_range(txn, group_id, st.first_index, st.last_index)
+            last, last_term = m.index, m.term
+        hs = st.hard_state
+        if hs.commit < m.index:
+            hs = HardState(hs.term, hs.vote, m.index)
+            txn.put(gp + _HS, codec.encode_hard_state(hs), db=self._db_raft)
+        txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=self._db_raft)
+        txn.put(gp + _CS, codec.encode_conf_state(m.conf_state), db=self._db_raft)
+        return GroupState(last, last_term, hs, m.conf_state, snap)
+
+    def _persist_one(self, txn, w: GroupWrite, st: GroupState) -> GroupState:
+        gid = w.group_id
+        gp = group_prefix(gid)
+        if w.snapshot is not None and w.snapshot.metadata.index > st.snapshot.metadata.index:
+            st = self._install_snapshot_meta(txn, gid, st, w.snapshot)
+        entries = w.entries
+        if entries:
+            first = st.first_index
+            if entries[0].index < first:  # already compacted: committed, nothing to do
+                entries = [e for e in entries if e.index >= first]
+        if entries:
+            lo = entries[0].index
+            if lo > st.last_index + 1:
+                raise InvalidInput(
+                    f"group {gid}: append at {lo} leaves a gap after {st.last_index}")
+            for a, b in zip(entries, entries[1:]):
+                if b.index != a.index + 1:
+                    raise InvalidInput(f"group {gid}: entries not contiguous at {b.index}")
+            if lo <= st.last_index:
+                self._delete_log_range(txn, gid, lo, st.last_index)
+            put = txn.put
+            db = self._db_log
+            for e in entries:
+                put(log_key(gid, e.index), codec.encode_entry(e), db=db)
+            st = GroupState(entries[-1].index, entries[-1].term, st.hard_state, st.conf_state,
+                            st.snapshot)
+        if w.hard_state is not None and w.hard_state != st.hard_state:
+            txn.put(gp + _HS, codec.encode_hard_state(w.hard_state), db=self._db_raft)
+            st = GroupState(st.last_index, st.last_term, w.hard_state, st.conf_state,
+                            st.snapshot)
+        if w.conf_state is not None and w.conf_state != st.conf_state:
+            txn.put(gp + _CS, codec.encode_conf_state(w.conf_state), db=self._db_raft)
+            st = GroupState(st.last_index, st.last_term, st.hard_state, w.conf_state,
+                            st.snapshot)
+        return st
+
+    def persist(self, batch: Iterable[GroupWrite]) -> None:
+        """Persist what the groups' Readys ask for, all in ONE transaction with ONE fsync.
+
+        Per group, in order: the snapshot (log before it discarded), the entries (a conflicting
+        suffix truncated), the hard state, the conf state. Durable on return (if sync)."""
+        batch = list(batch)
+
+        def fn(txn):
+            pending: dict[int, GroupState] = {}
+            for w in batch:
+                pending[w.group_id] = self._persist_one(
+                    txn, w, self._group_in(txn, w.group_id, pending))
+            return None, lambda: self._groups.update(pending)
+
+        self._write(fn)
 
     def compact(self, group_id: int, index: int) -> None:
-        """Discard the log up to and including `index`, keeping its term."""
-        raise NotImplementedError
+        """Discard the log up to and including `index`, remembering its term (the snapshot
+        record then has that index, the current conf state and no data). Compact only up to
+        the applied index. A no-op if `index` is already compacted."""
+
+        def fn(txn):
+            st = self._group_in(txn, group_id, {})
+            if index <= st.snapshot.metadata.index:
+                return None, None
+            if index > st.last_index:
+                raise InvalidInput(f"compact({index}): last index is {st.last_index}")
+            term = (st.last_term if index == st.last_index else
+                    codec.entry_term(txn.get(log_key(group_id, index), db=self._db_log)))
+            snap = Snapshot(SnapshotMetadata(index, term, st.conf_state))
+            self._delete_log_range(txn, group_id, st.first_index, index)
+            txn.put(group_prefix(group_id) + _SNAP, codec.encode_snapshot(snap),
+                    db=self._db_raft)
+            new = GroupState(st.last_index, st.last_term, st.hard_state, st.conf_state, snap)
+            return None, lambda: self._groups.__setitem__(group_id, new)
+
+        self._write(fn)
+
+    def _delete_prefix(self, txn, db, prefix: bytes, limit: int | None = None) -> int:
+        cur = txn.cursor(db=db)
+        ok = cur.set_range(prefix)
+        n = 0
+        while ok and cur.key().startswith(prefix):
+            if limit is not None and n >= limit:
+                break
+            ok = cur.delete() and bool(cur.key())
+            n += 1
+        return n
 
     def remove_group(self, group_id: int, bucket: int | None) -> None:
-        raise NotImplementedError
+        """Remove everything of a replica: its log, Raft state, apply state, sessions, staged
+        snapshot and (if `bucket` is not None) the bucket's data. One transaction."""
+        gp = group_prefix(group_id)
+
+        def fn(txn):
+            for db in (self._db_log, self._db_raft, self._db_sessions, self._db_staging):
+                self._delete_prefix(txn, db, gp)
+            txn.delete(gp, db=self._db_apply)
+            if bucket is not None:
+                self._delete_prefix(txn, self._db_data, keys.bucket_prefix(bucket))
+
+            def publish():
+                self._groups[group_id] = EMPTY_STATE
+                self._applies[group_id] = _NO_APPLY
+                if bucket is not None:
+                    self._epochs[bucket] = self._epochs.get(bucket, 0) + 1
+
+            return None, publish
+
+        self._write(fn)
 
     # -- state machine ------------------------------------------------------------------------
-    def apply(self, batch: list[GroupApply]) -> list[list]:
-        """One write transaction; returns, per GroupApply, the result of each command."""
-        raise NotImplementedError
+
+    def apply(self, batch: Iterable[GroupApply]) -> list[list]:
+        """Apply committed commands of many groups in ONE write transaction.
+
+        Returns, per GroupApply, the result of each command (None for an entry at or below
+        the stored applied index: it was applied before). See commands.py for results."""
+        batch = list(batch)
+
+        def fn(txn):
+            pending: dict[int, ApplyState] = {}
+            confs: dict[int, ConfState] = {}
+            out = []
+            for ga in batch:
+                gid = ga.group_id
+                st = pending.get(gid) or self._applies.get(gid) or self._load_apply(txn, gid)
+                gp = group_prefix(gid)
+                applier = mvcc.Applier(txn, self._db_data, self._db_sessions, gp, ga.bucket,
+                                       st.last_version, self.session_ttl)
+                base = ga.applied_index - len(ga.commands) + 1
+                results = []
+                for i, cmd in enumerate(ga.commands):
+                    results.append(applier.run(cmd) if base + i > st.applied_index else None)
+                out.append(results)
+                if ga.applied_index > st.applied_index:
+                    st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
+                    txn.put(gp, codec.encode_apply_state(*_astuple(st)), db=self._db_apply)
+                    pending[gid] = st
+                    if ga.conf_state is not None:
+                        txn.put(gp + _CS, codec.encode_conf_state(ga.conf_state),
+                                db=self._db_raft)
+                        confs[gid] = ga.conf_state
+            groups = {gid: self._group_in(txn, gid, {}) for gid in confs}
+
+            def publish():
+                self._applies.update(pending)
+                for gid, cs in confs.items():
+                    g = groups[gid]
+                    self._groups[gid] = GroupState(g.last_index, g.last_term, g.hard_state, cs,
+                                                   g.snapshot)
+
+            return out, publish
+
+        return self._write(fn)
 
     def applied_index(self, group_id: int) -> int:
-        raise NotImplementedError
+        return self._apply_state(group_id).applied_index
 
     def last_version(self, group_id: int) -> int:
-        raise NotImplementedError
+        return self._apply_state(group_id).last_version
+
+    def expire_sessions(self, group_id: int, max_rows: int = 1000) -> int:
+        """Physically remove up to `max_rows` expired session rows of a group (they already
+        count as absent); returns how many were removed."""
+        gp = group_prefix(group_id)
+        horizon = self.last_version(group_id) - self.session_ttl
+
+        def fn(txn):
+            cur = txn.cursor(db=self._db_sessions)
+            ok = cur.set_range(gp)
+            seen = removed = 0
+            while ok and seen < max_rows and cur.key().startswith(gp):
+                seen += 1
+                if codec.decode_session(cur.value())[2] < horizon:
+                    ok = cur.delete() and bool(cur.key())
+                    removed += 1
+                else:
+                    ok = cur.next()
+            return removed, None
+
+        return self._write(fn)
 
     # -- MVCC reads ---------------------------------------------------------------------------
-    def get(self, bucket: int, key: bytes, as_of: int | None = None) -> tuple[bytes, int] | None:
-        raise NotImplementedError
 
-    def scan(self, bucket: int, prefix: bytes, *, start_after: bytes | None = None,
+    def get(self, bucket: int, key: bytes, as_of: int | None = None) -> tuple[bytes, int] | None:
+        """(value, version) of the newest version of `key` at or before `as_of` (None: the
+        latest), or None if there is none or it is a tombstone."""
+        codec.check_key(key)
+        if as_of is not None and as_of < 0:
+            return None
+        txn = self._begin_read()
+        try:
+            return mvcc.get(txn, self._db_data, bucket, key, as_of)
+        finally:
+            self._end_read(txn)
+
+    def scan(self, bucket: int, prefix: bytes = b"", *, start_after: bytes | None = None,
              limit: int = 1000, max_bytes: int = 1 << 20, as_of: int | None = None
              ) -> tuple[list[tuple[bytes, bytes, int]], bool]:
-        raise NotImplementedError
+        """Visible (key, value, version) of keys starting with `prefix` (and after
+        `start_after`), in key order, at most `limit` items and about `max_bytes` (at least one
+        item). `more` is True when a limit stopped the scan: continue with
+        start_after=last key."""
+        codec.check_key(prefix)
+        if start_after is not None:
+            codec.check_key(start_after)
+        if limit < 1:
+            raise InvalidInput(f"limit must be >= 1, not {limit}")
+        if as_of is not None and as_of < 0:
+            return [], False
+        txn = self._begin_read()
+        try:
+            return mvcc.scan(txn, self._db_data, bucket, prefix, start_after, limit,
+                             max_bytes, as_of)
+        finally:
+            self._end_read(txn)
 
     def gc(self, bucket: int, before_ts: int, max_keys: int = 1000,
            cursor: bytes | None = None) -> GcProgress:
-        raise NotImplementedError
+        """Remove versions no read at or after `before_ts` can see (incremental: at most about
+        `max_keys` keys visited plus versions deleted per call, one short write transaction).
+        Clamped below any snapshot stream of the bucket that is running."""
+        if max_keys < 1:
+            raise InvalidInput("max_keys must be >= 1")
+
+        def fn(txn):
+            pins = self._pins.get(bucket)  # read under the write lock: see snapshot.stream
+            horizon = min(before_ts, min(pins)) if pins else before_ts
+            nxt, deleted = mvcc.gc(txn, self._db_data, bucket, horizon, max_keys, cursor)
+            return GcProgress(nxt, deleted), None
+
+        return self._write(fn)
 
     # -- snapshots ----------------------------------------------------------------------------
+
     def snapshot_chunks(self, group_id: int, bucket: int, chunk_bytes: int = 1 << 20
                         ) -> Iterator[bytes]:
-        raise NotImplementedError
+        """Stream a consistent snapshot of the group's state machine (apply state, sessions,
+        the bucket's data) as bounded chunks, for `install_snapshot`. The first chunk's
+        metadata (`snapshot_header`) is the Raft snapshot metadata to send with it."""
+        from . import snapshot
+
+        return snapshot.stream(self, group_id, bucket, chunk_bytes)
 
     def install_snapshot(self, group_id: int, bucket: int, metadata: SnapshotMetadata | None,
                          chunks: Iterable[bytes]) -> SnapshotMetadata:
-        raise NotImplementedError
+        """Install a streamed snapshot atomically (see module docstring); returns the
+        installed metadata. `metadata`, if given, must match the stream's."""
+        from . import snapshot
+
+        return snapshot.install(self, group_id, bucket, metadata, chunks)
 
     # -- node metadata ------------------------------------------------------------------------
+
     def put_meta(self, name: str, value) -> None:
-        raise NotImplementedError
+        """Durably store a small msgpack-able value under `name`."""
+        raw = codec.pack(value)
+
+        def fn(txn):
+            txn.put(name.encode(), raw, db=self._db_meta)
+            return None, None
+
+        self._write(fn)
 
     def get_meta(self, name: str, default=None):
-        raise NotImplementedError
+        txn = self._begin_read()
+        try:
+            raw = txn.get(name.encode(), db=self._db_meta)
+        finally:
+            self._end_read(txn)
+        return default if raw is None else codec.unpack(raw)
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def statistics(self) -> dict:
+        info = self._env.info()
+        stat = self._env.stat()
+        return {"map_size": info["map_size"], "last_pgno": info["last_pgno"],
+                "page_size": stat["psize"], "readers": info["num_readers"]}
+
+
+def _astuple(st: ApplyState) -> tuple[int, int, int]:
+    return st.bucket, st.applied_index, st.last_version

@@ -1,0 +1,116 @@
+"""GroupStorage: the read-only `raft.storage.Storage` view of one group inside a NodeStore.
+
+The small, hot part of a group's state (first/last index, last term, hard state, conf state,
+snapshot) lives in an immutable `GroupState` that the store replaces whole after each commit,
+so a reader on another thread sees either the old or the new state, never a mix. Entries and
+older terms are read from LMDB in a short read transaction each time.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from raft.types import (
+    Compacted,
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    Unavailable,
+)
+
+from . import codec
+
+_U64 = struct.Struct(">Q")
+
+
+def log_key(group_id: int, index: int) -> bytes:
+    return _U64.pack(group_id) + _U64.pack(index)
+
+
+def group_prefix(group_id: int) -> bytes:
+    return _U64.pack(group_id)
+
+
+@dataclass(slots=True, frozen=True)
+class GroupState:
+    """A snapshot at `snapshot.metadata.index` followed by entries first_index..last_index."""
+
+    last_index: int
+    last_term: int
+    hard_state: HardState
+    conf_state: ConfState
+    snapshot: Snapshot
+
+    @property
+    def first_index(self) -> int:
+        return self.snapshot.metadata.index + 1
+
+
+EMPTY_STATE = GroupState(0, 0, HardState(), ConfState(), Snapshot())
+
+
+class GroupStorage:
+    """Implements `raft.storage.Storage` for `group_id` (see its docstring for the ranges)."""
+
+    __slots__ = ("_store", "group_id")
+
+    def __init__(self, store, group_id: int) -> None:
+        self._store = store
+        self.group_id = group_id
+
+    def _state(self) -> GroupState:
+        return self._store._group_state(self.group_id)
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        st = self._state()
+        return st.hard_state, st.conf_state
+
+    def first_index(self) -> int:
+        return self._state().first_index
+
+    def last_index(self) -> int:
+        return self._state().last_index
+
+    def snapshot(self) -> Snapshot:
+        return self._state().snapshot
+
+    def hard_state(self) -> HardState:
+        return self._state().hard_state
+
+    def term(self, index: int) -> int:
+        st = self._state()
+        snap = st.snapshot.metadata
+        if index < snap.index:
+            raise Compacted(f"term({index}): compacted up to {snap.index}")
+        if index > st.last_index:
+            raise Unavailable(f"term({index}): last index is {st.last_index}")
+        if index == snap.index:
+            return snap.term
+        if index == st.last_index:
+            return st.last_term
+        raw = self._store._read_log(self.group_id, index)
+        if raw is None:  # the log changed under us (truncated or compacted meanwhile)
+            return self._retry_missing(index)
+        return codec.entry_term(raw)
+
+    def _retry_missing(self, index: int) -> int:
+        st = self._state()
+        if index < st.first_index - 1:
+            raise Compacted(f"term({index}): compacted up to {st.first_index - 1}")
+        raise Unavailable(f"term({index}): last index is {st.last_index}")
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        st = self._state()
+        if lo < st.first_index:
+            raise Compacted(f"entries({lo}, {hi}): first index is {st.first_index}")
+        if hi > st.last_index + 1:
+            raise Unavailable(f"entries({lo}, {hi}): last index is {st.last_index}")
+        if lo >= hi:
+            return []
+        out = self._store._read_entries(self.group_id, lo, hi, max_bytes)
+        if not out or out[0].index != lo:
+            self._retry_missing(lo)
+            raise Unavailable(f"entries({lo}, {hi}): the log changed meanwhile")
+        return out

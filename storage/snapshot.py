@@ -1,0 +1,199 @@
+"""Streaming a bucket's snapshot out of a NodeStore and installing it into another.
+
+Chunk format (each chunk `codec.pack`ed, so it starts with the format version byte):
+    ["h", bucket, metadata, applied_index, last_version]     first
+    ["s", [[session key, session row], ...]]                 the group's session table
+    ["d", [[data key without bucket, stored value], ...]]    versions <= last_version
+    ["e", number of data records, number of sessions]         last
+See store.py's module docstring for why streaming in short read transactions is consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from raft.types import Snapshot, SnapshotMetadata
+
+from . import codec, keys
+from .errors import InvalidInput, SnapshotAborted
+from .group import group_prefix, log_key
+
+_SCAN_PER_PIECE = 20_000  # records examined per read transaction at most
+
+
+def _header(store, group_id: int, bucket: int):
+    gp = group_prefix(group_id)
+    txn = store._begin_read()
+    try:
+        ast = store._load_apply(txn, group_id)
+        st = store._load_group(txn, group_id)
+        applied = ast.applied_index
+        if applied == st.snapshot.metadata.index:
+            term = st.snapshot.metadata.term
+        elif applied == 0:
+            term = 0
+        else:
+            raw = txn.get(log_key(group_id, applied), db=store._db_log)
+            if raw is None:
+                raise SnapshotAborted(f"group {group_id}: no term for applied index {applied}")
+            term = codec.entry_term(raw)
+        meta = SnapshotMetadata(applied, term, st.conf_state)
+        sessions = []
+        cur = txn.cursor(db=store._db_sessions)
+        ok = cur.set_range(gp)
+        while ok and cur.key().startswith(gp):
+            sessions.append([cur.key()[8:], cur.value()])
+            ok = cur.next()
+        return meta, ast.last_version, sessions
+    finally:
+        store._end_read(txn)
+
+
+def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[bytes]:
+    chunk_bytes = max(1, chunk_bytes)
+    with store._write_lock:  # no GC between pinning and reading the header
+        pin = store.last_version(group_id)
+        store._pins.setdefault(bucket, []).append(pin)
+        epoch = store._epochs.get(bucket, 0)
+        meta, version, sessions = _header(store, group_id, bucket)
+    try:
+        yield codec.pack(["h", bucket, codec.metadata_list(meta), meta.index, version])
+        piece: list = []
+        size = 0
+        for s in sessions:
+            piece.append(s)
+            size += len(s[0]) + len(s[1])
+            if size >= chunk_bytes:
+                yield codec.pack(["s", piece])
+                piece, size = [], 0
+        if piece:
+            yield codec.pack(["s", piece])
+        bp = keys.bucket_prefix(bucket)
+        pos: bytes | None = bp
+        count = 0
+        while pos is not None:
+            if store._epochs.get(bucket, 0) != epoch:
+                raise SnapshotAborted(f"bucket {bucket} was replaced during the snapshot")
+            records, size, seek, pos = [], 0, pos, None
+            txn = store._begin_read()  # one short read transaction per piece
+            try:
+                cur = txn.cursor(db=store._db_data)
+                ok = cur.set_range(seek)
+                examined = 0
+                while ok:
+                    k = cur.key()
+                    if not k.startswith(bp):
+                        break
+                    if size >= chunk_bytes or examined >= _SCAN_PER_PIECE:
+                        pos = k
+                        break
+                    examined += 1
+                    if keys.version_of(k) <= version:
+                        v = cur.value()
+                        records.append([k[4:], v])
+                        size += len(k) + len(v)
+                    ok = cur.next()
+            finally:
+                store._end_read(txn)
+            if records:
+                count += len(records)
+                yield codec.pack(["d", records])
+        yield codec.pack(["e", count, len(sessions)])
+    finally:
+        with store._write_lock:
+            store._pins[bucket].remove(pin)
+
+
+def install(store, group_id: int, bucket: int, metadata: SnapshotMetadata | None,
+            chunks: Iterable[bytes]) -> SnapshotMetadata:
+    gp = group_prefix(group_id)
+    store._write(lambda txn: (store._delete_prefix(txn, store._db_staging, gp), None))
+    try:
+        meta, version, sessions, count = _stage(store, gp, bucket, chunks)
+        if metadata is not None and (metadata.index, metadata.term) != (meta.index, meta.term):
+            raise InvalidInput(f"snapshot metadata {metadata} does not match the stream's {meta}")
+        return _swap(store, group_id, bucket, meta, version, sessions)
+    except BaseException:
+        if not store.closed:
+            store._write(lambda txn: (store._delete_prefix(txn, store._db_staging, gp), None))
+        raise
+
+
+def _stage(store, gp: bytes, bucket: int, chunks: Iterable[bytes]):
+    header = None
+    sessions: list = []
+    count = 0
+    ended = False
+    for chunk in chunks:
+        obj = codec.unpack(chunk)
+        if not isinstance(obj, list) or not obj or ended:
+            raise InvalidInput("malformed snapshot stream")
+        kind = obj[0]
+        if header is None and kind != "h":
+            raise InvalidInput("snapshot stream does not start with a header")
+        if kind == "h":
+            if header is not None:
+                raise InvalidInput("snapshot stream has two headers")
+            header = obj
+        elif kind == "s":
+            sessions.extend(obj[1])
+        elif kind == "d":
+            records = obj[1]
+
+            def put(txn, records=records):
+                for k, v in records:
+                    txn.put(gp + k, v, db=store._db_staging)
+                return None, None
+
+            store._write(put)
+            count += len(records)
+        elif kind == "e":
+            if obj[1] != count or obj[2] != len(sessions):
+                raise InvalidInput(f"snapshot stream incomplete: {count} records, "
+                                   f"{len(sessions)} sessions; expected {obj[1]}, {obj[2]}")
+            ended = True
+        else:
+            raise InvalidInput(f"unknown snapshot chunk {kind!r}")
+    if not ended:
+        raise InvalidInput("snapshot stream ended before its end marker")
+    _, src_bucket, meta, applied, version = header
+    meta = codec.metadata_from(meta)
+    if meta.index != applied:
+        raise InvalidInput("snapshot header is inconsistent")
+    return meta, version, sessions, count
+
+
+def _swap(store, group_id: int, bucket: int, meta: SnapshotMetadata, version: int,
+          sessions: list) -> SnapshotMetadata:
+    gp = group_prefix(group_id)
+    bp = keys.bucket_prefix(bucket)
+
+    def fn(txn):
+        current = store._load_apply(txn, group_id)
+        if current.applied_index >= meta.index and current.applied_index > 0:
+            raise InvalidInput(f"snapshot at {meta.index} is not newer than the applied index "
+                               f"{current.applied_index}")
+        store._delete_prefix(txn, store._db_data, bp)
+        cur = txn.cursor(db=store._db_staging)
+        ok = cur.set_range(gp)
+        while ok and cur.key().startswith(gp):
+            txn.put(bp + cur.key()[8:], cur.value(), db=store._db_data)
+            ok = cur.delete() and bool(cur.key())
+        store._delete_prefix(txn, store._db_sessions, gp)
+        for skey, row in sessions:
+            txn.put(gp + skey, row, db=store._db_sessions)
+        txn.put(gp, codec.encode_apply_state(bucket, meta.index, version), db=store._db_apply)
+        st = store._load_group(txn, group_id)
+        if st.snapshot.metadata.index < meta.index:  # (raft may have persisted it already)
+            st = store._install_snapshot_meta(txn, group_id, st, Snapshot(meta))
+
+        def publish():
+            from .store import ApplyState
+
+            store._groups[group_id] = st
+            store._applies[group_id] = ApplyState(bucket, meta.index, version)
+            store._epochs[bucket] = store._epochs.get(bucket, 0) + 1
+
+        return meta, publish
+
+    return store._write(fn)
