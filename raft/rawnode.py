@@ -1,0 +1,282 @@
+"""`RawNode`: the driver-facing API of one Raft peer (etcd-io/raft's RawNode shape).
+
+The driver loop (see `Ready` in types.py for the exact ordering rules):
+
+    node = RawNode(Config(id=1), storage)
+    while True:
+        node.tick()                      # every tick interval
+        node.step(message)               # for each message from a peer
+        node.propose(b"...")             # client writes (on the leader)
+        if node.has_ready():
+            rd = node.ready()
+            send(rd.messages)
+            storage.persist(rd.snapshot, rd.entries, rd.hard_state)  # durably if rd.must_sync
+            send(rd.persisted_messages)
+            for entry in rd.committed_entries: apply(entry)  # CONF_CHANGE: apply_conf_change
+            serve(rd.read_states)
+            node.advance(rd)
+
+Exactly one Ready may be outstanding: `ready()` again before `advance()` raises RaftError.
+`tick`, `step` and the requests may be called between `ready()` and `advance()`; what they
+produce goes into the next Ready.
+
+Bootstrapping a group with voters [1, 2, 3]: on each of nodes 1-3, before creating the
+RawNode, write the bootstrap snapshot to the empty storage —
+`MemoryStorage.bootstrap(ConfState(voters=(1, 2, 3)))`, or for another storage apply
+`raft.storage.bootstrap_snapshot(conf_state)` and persist `HardState(term=1, commit=1)`.
+A node added later starts from an empty storage; the leader sends it a snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import Config
+from .confchange import decode_conf_change
+from .core import Raft
+from .progress import ProgressState
+from .storage import Storage
+from .types import (
+    NONE,
+    ConfChange,
+    ConfState,
+    HardState,
+    Message,
+    MessageType,
+    RaftError,
+    Ready,
+    Role,
+    SoftState,
+)
+
+
+@dataclass(slots=True, frozen=True)
+class PeerStatus:
+    """What the leader knows of one peer."""
+
+    match: int
+    next: int
+    state: ProgressState
+    recent_active: bool
+    is_learner: bool
+    inflight: int
+
+
+@dataclass(slots=True, frozen=True)
+class Status:
+    id: int
+    term: int
+    vote: int
+    commit: int
+    applied: int
+    role: Role
+    leader: int
+    lead_transferee: int = NONE
+    conf_state: ConfState = field(default_factory=ConfState)
+    last_index: int = 0
+    # Filled on the leader only: each member's replication progress (including its own).
+    progress: dict[int, PeerStatus] = field(default_factory=dict)
+
+
+class RawNode:
+    __slots__ = ("raft", "_prev_soft", "_prev_hard", "_outstanding")
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        self.raft = Raft(config, storage)
+        r = self.raft
+        self._prev_soft = SoftState(r.lead, r.role)
+        self._prev_hard = HardState(r.term, r.vote, r.log.committed)
+        self._outstanding: Ready | None = None
+
+    # -- inputs
+
+    def tick(self) -> None:
+        """Advance logical time by one tick (elections, heartbeats, check-quorum)."""
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timeout elapsed)."""
+        self.raft.hup()
+
+    def step(self, message: Message) -> None:
+        """Feed a message from a peer (or a local SNAP_STATUS / UNREACHABLE report).
+
+        Messages addressed to another node, or that claim to be from this node, are ignored.
+        """
+        r = self.raft
+        if message.to != r.id:
+            return
+        t = message.type
+        if message.frm == r.id and t != MessageType.SNAP_STATUS and t != MessageType.UNREACHABLE:
+            return
+        r.step(message)
+
+    def propose(self, data: bytes) -> None:
+        """Append `data` as a new entry; raises ProposalDropped unless this node is the leader
+        (not transferring leadership, below max_uncommitted_size). Acceptance is no promise of
+        commitment: the driver learns of it when the entry appears in `committed_entries`."""
+        self.raft.propose([data])
+
+    def propose_many(self, datas: list[bytes]) -> None:
+        """`propose` for a batch of entries, all or none."""
+        if datas:
+            self.raft.propose(datas)
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Propose a membership change; returns the index of its CONF_CHANGE entry.
+
+        Raises ProposalDropped if not leader or transferring, ConfChangeError if the change is
+        invalid for the current configuration or another change (or this leader's first
+        entry) is not applied yet."""
+        return self.raft.propose_conf_change(change)
+
+    def apply_conf_change(self, change: ConfChange | bytes) -> ConfState:
+        """Apply a committed CONF_CHANGE entry (its decoded ConfChange, or the entry's data);
+        returns the new configuration, which the driver should persist with its applied
+        index (e.g. `MemoryStorage.set_conf_state`). Invalid changes leave it unchanged."""
+        if isinstance(change, (bytes, bytearray, memoryview)):
+            change = decode_conf_change(bytes(change))
+        return self.raft.apply_conf_change(change)
+
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read; a `ReadState(index, context)` appears in a later Ready
+        once this node may serve it after applying `index`. On a follower the request is
+        forwarded to the leader; raises ProposalDropped if no leader is known. A request is
+        silently dropped if leadership changes before it completes (the driver times out and
+        retries). `context` must be unique among pending reads."""
+        self.raft.read_index(context)
+
+    def transfer_leader(self, to: int) -> bool:
+        """On the leader, start handing leadership to voter `to` (proposals are refused
+        meanwhile; the attempt is abandoned after an election timeout). Returns False (and
+        does nothing) on a non-leader or for a non-voter."""
+        return self.raft.transfer_leader(to)
+
+    def report_unreachable(self, node: int) -> None:
+        """The transport failed to deliver to `node`: stop pipelining to it."""
+        r = self.raft
+        r.step(Message(MessageType.UNREACHABLE, r.id, node))
+
+    def report_snapshot(self, node: int, ok: bool) -> None:
+        """The transport finished sending a SNAP message to `node` (ok) or gave up."""
+        r = self.raft
+        r.step(Message(MessageType.SNAP_STATUS, r.id, node, reject=not ok))
+
+    # -- outputs
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        if self._outstanding is not None:
+            return False
+        if r.need_bcast:
+            r.flush()
+        log = r.log
+        if r.msgs or r.msgs_after_persist or r.read_states:
+            return True
+        if log.has_next_unstable_entries() or log.next_unstable_snapshot() is not None:
+            return True
+        if log.has_next_committed_entries():
+            return True
+        if r.lead != self._prev_soft.leader or r.role != self._prev_soft.role:
+            return True
+        prev = self._prev_hard
+        return r.term != prev.term or r.vote != prev.vote or log.committed != prev.commit
+
+    def ready(self) -> Ready:
+        if self._outstanding is not None:
+            raise RaftError("advance() the previous Ready before asking for another")
+        r = self.raft
+        r.flush()
+        log = r.log
+        rd = Ready()
+        prev_soft = self._prev_soft
+        if r.lead != prev_soft.leader or r.role != prev_soft.role:
+            rd.soft_state = SoftState(r.lead, r.role)
+        prev = self._prev_hard
+        must_sync = False
+        if r.term != prev.term or r.vote != prev.vote:
+            must_sync = True
+            rd.hard_state = HardState(r.term, r.vote, log.committed)
+        elif log.committed != prev.commit:
+            rd.hard_state = HardState(r.term, r.vote, log.committed)
+        if log.has_next_unstable_entries():
+            rd.entries = log.next_unstable_entries()
+            must_sync = True
+        snap = log.next_unstable_snapshot()
+        if snap is not None:
+            rd.snapshot = snap
+            must_sync = True
+        log.accept_unstable()
+        if log.has_next_committed_entries():
+            committed = log.next_committed_entries(r.cfg.max_committed_size_per_ready)
+            if committed:
+                rd.committed_entries = committed
+                log.applying = committed[-1].index
+        if r.msgs:
+            rd.messages = r.msgs
+            r.msgs = []
+        if r.msgs_after_persist:
+            rd.persisted_messages = r.msgs_after_persist
+            r.msgs_after_persist = []
+        if r.read_states:
+            rd.read_states = r.read_states
+            r.read_states = []
+        rd.must_sync = must_sync
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver has done everything `rd` asked (persisted, sent, applied)."""
+        if rd is not self._outstanding:
+            raise RaftError("advance() must be given the Ready last returned by ready()")
+        self._outstanding = None
+        r = self.raft
+        log = r.log
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            index = rd.snapshot.metadata.index
+            log.stable_snapshot_to(index)
+            log.applied_to(index)
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
+            if r.role == Role.LEADER:
+                r.reduce_uncommitted_size(rd.committed_entries)
+        r.on_persisted(rd.hard_state)
+
+    # -- introspection
+
+    def status(self) -> Status:
+        r = self.raft
+        progress = {}
+        if r.role == Role.LEADER:
+            progress = {
+                node: PeerStatus(pr.match, pr.next, pr.state, pr.recent_active, pr.is_learner,
+                                 len(pr.inflights))
+                for node, pr in r.prs.items()
+            }
+        return Status(id=r.id, term=r.term, vote=r.vote, commit=r.log.committed,
+                      applied=r.log.applied, role=r.role, leader=r.lead,
+                      lead_transferee=r.lead_transferee, conf_state=r.conf,
+                      last_index=r.log.last_index(), progress=progress)
+
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def leader(self) -> int:
+        return self.raft.lead
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
