@@ -28,6 +28,7 @@ pending reads NOT_LEADER (a read has no effect; it is safe to retry elsewhere).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import msgpack
 import trio
 
 import raft
@@ -144,6 +146,8 @@ class Node:
         self._token = None
         self.port = None
         self._stopping = False
+        self._ticks = 0
+        self._campaign_at_tick = None
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -171,6 +175,9 @@ class Node:
             cfg.num_buckets = self.map.num_buckets
         for gid, voters in self.map.groups_of(self.id).items():
             self._open_group(gid, voters)
+        # On a new cluster each bucket's preferred leader (its first replica) campaigns early,
+        # so leaders start out spread evenly rather than wherever the random timeouts fell.
+        self._campaign_at_tick = 3 if stored is None else None
         log.info("node opened", extra={"groups": len(self.groups), "data_dir": cfg.data_dir,
                                        "fresh": stored is None})
 
@@ -217,8 +224,8 @@ class Node:
         self.transport = Transport(self.id, self.map.nodes, self._on_unreachable)
         try:
             async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    trio.serve_tcp, self.server.handle, int(port), host or bind_host)
+                listeners = await nursery.start(functools.partial(
+                    trio.serve_tcp, self.server.handle, int(port), host=host or bind_host))
                 self.port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(self.transport.run)
                 nursery.start_soon(self._loop)
@@ -390,7 +397,15 @@ class Node:
             self._feed_groups(tick)
             if tick:
                 self._expire(now)
+                self._ticks += 1
+                if self._ticks == self._campaign_at_tick:
+                    self._campaign_preferred()
             await self._turn()
+
+    def _campaign_preferred(self) -> None:
+        for g in self.groups.values():
+            if g.voters and g.voters[0] == self.id and g.leader == 0:
+                g.raw.campaign()
 
     def _has_input(self) -> bool:
         if self._peer_inbox or self._local_inbox:
@@ -443,7 +458,7 @@ class Node:
     def _propose(self, g: Group) -> None:
         props = g.proposals
         g.proposals = []
-        live = [(c, w) for c, w in props if not w.done]
+        live = [(c, w) for c, w in props if w is None or not w.done]
         if not live:
             return
         if g.role != Role.LEADER:
@@ -469,8 +484,8 @@ class Node:
         g.pending_pids.add(pid)
         self.stats["proposed"] += len(live)
 
-    def _fail(self, w: Waiter, status: Status, reason: str, g: Group | None) -> None:
-        if w.done:
+    def _fail(self, w: Waiter | None, status: Status, reason: str, g: Group | None) -> None:
+        if w is None or w.done:
             return
         w.done = True
         self._error(w.conn, w.rid, status, reason, g)
@@ -486,7 +501,7 @@ class Node:
                               "leader": None, "leader_addr": None, "epoch": self.map.epoch})
         # forget pending pids whose waiters are all done
         if len(self._pending) > 0 and self.stats["turns"] % 64 == 0:
-            for pid in [p for p, ws in self._pending.items() if all(w.done for w in ws)]:
+            for pid in [p for p, ws in self._pending.items() if all(w is None or w.done for w in ws)]:
                 del self._pending[pid]
             for g in self.groups.values():
                 g.pending_pids &= self._pending.keys()
@@ -612,9 +627,9 @@ class Node:
             for r in res:
                 self._observe(r)
 
-    def _answer(self, w: Waiter, res, g: Group) -> None:
+    def _answer(self, w: Waiter | None, res, g: Group) -> None:
         self._observe(res)
-        if w.done:
+        if w is None or w.done:
             return
         w.done = True
         if isinstance(res, Rejected):
@@ -668,6 +683,8 @@ class Node:
                                            "leader": ss.leader})
         g.leader = ss.leader
         g.role = ss.role
+        if g.gid == META_GROUP and ss.role == Role.LEADER and not was_leader:
+            self._replicate_map(g)
         if was_leader and ss.role != Role.LEADER:
             for pid in list(g.pending_pids):
                 for w in self._pending.pop(pid, ()):
@@ -680,6 +697,14 @@ class Node:
                     for req, w in batch:
                         self._fail(w, Status.NOT_LEADER, "leadership lost", g)
                     del g.read_batches[ctx]
+
+    def _replicate_map(self, g: Group) -> None:
+        """The meta group's state is the bucket map, one record. The map is static for now
+        (no rebalancing), so a new meta leader only writes it if it is missing."""
+        if self.store.get(META_BUCKET, MAP_KEY) is None:
+            rec = msgpack.packb(self.map.to_record(), use_bin_type=True)
+            g.proposals.append((Put(MAP_KEY, rec, self.hlc.now()), None))
+            self._wake.set()
 
     async def _maybe_compact(self) -> None:
         thr = self.cfg.compact_threshold
@@ -804,10 +829,16 @@ class Node:
 
     async def _install_snapshot(self, g: Group, msg: Message, chunks: list[bytes]) -> bool:
         """Runs in the loop task between turns. Installs the data, then steps the SNAP."""
-        s_index = msg.snapshot.metadata.index
-        if g.commit >= s_index or g.applied >= s_index:
-            log.info("snapshot not needed", extra={"group": g.gid, "index": s_index, "commit": g.commit})
+        s_meta = msg.snapshot.metadata
+        if g.commit >= s_meta.index or g.applied >= s_meta.index:
+            log.info("snapshot not needed", extra={"group": g.gid, "index": s_meta.index, "commit": g.commit})
             return False
+        if g.raw.raft.log.match_term(s_meta.index, s_meta.term):
+            # Our log already holds the snapshot's last entry: raft will just commit up to it
+            # and we apply from our own log; installing data would drop entries raft still
+            # has to hand us.
+            g.raw.step(msg)
+            return True
         try:
             meta = await trio.to_thread.run_sync(
                 self.store.install_snapshot, g.gid, g.bucket, None, iter(chunks))

@@ -1,10 +1,11 @@
 """The initial bucket map: which nodes hold a replica of each bucket, derived deterministically.
 
 Every node computes the same map from the same flags, so a fresh cluster needs no coordination
-to start. Bucket `b`'s replicas are `replication` consecutive nodes (in id order) starting at
-node `b mod n`: each node holds the same number of replicas (± 1) and is the first replica (the
-preferred leader) of an even share of buckets. The meta group, which replicates the map
-itself, lives on the first min(5, n) nodes.
+to start. Replica slots are dealt round-robin over the nodes in id order (bucket `b` gets slots
+`b*r .. b*r+r-1`), so every node holds the same number of replicas (± 1) and a bucket's replicas
+are distinct. The first replica of a bucket is its preferred leader (it campaigns first on a new
+cluster); it is chosen greedily among the bucket's replicas so that leaders spread evenly too.
+The meta group, which replicates the map itself, lives on the first min(5, n) nodes.
 
 Raft group ids: the meta group is group 0 and bucket `b` is group `b + 1`.
 """
@@ -76,7 +77,14 @@ def initial_map(nodes: dict[int, str], num_buckets: int, replication: int) -> Bu
     ids = sorted(nodes)
     n = len(ids)
     r = min(replication, n)
-    replicas = [tuple(ids[(b + k) % n] for k in range(r)) for b in range(num_buckets)]
+    replicas = []
+    firsts = dict.fromkeys(ids, 0)
+    for b in range(num_buckets):
+        window = [ids[(b * r + k) % n] for k in range(r)]
+        first = min(window, key=lambda i: (firsts[i], (ids.index(i) - b) % n))
+        firsts[first] += 1
+        window.remove(first)
+        replicas.append((first, *window))
     return BucketMap(
         epoch=1,
         num_buckets=num_buckets,
