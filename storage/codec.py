@@ -58,11 +58,6 @@ def decode_entry(index: int, raw) -> Entry:
     return Entry(term, index, EntryType(typ), bytes(raw[_ENTRY_HEAD.size :]))
 
 
-def entry_size(e: Entry) -> int:
-    """The size `max_bytes` limits are counted in (payload plus a small fixed header)."""
-    return len(e.data) + _ENTRY_HEAD.size
-
-
 def encode_hard_state(hs: HardState) -> bytes:
     return pack([hs.term, hs.vote, hs.commit])
 

@@ -8,6 +8,7 @@ older terms are read from LMDB in a short read transaction each time.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 
@@ -35,8 +36,12 @@ def group_prefix(group_id: int) -> bytes:
 
 @dataclass(slots=True, frozen=True)
 class GroupState:
-    """A snapshot at `snapshot.metadata.index` followed by entries first_index..last_index."""
+    """The log holds entries first_index..last_index after the discarded prefix that ends at
+    `offset_index` (whose term is remembered). `snapshot` is the last snapshot recorded; its
+    index is >= offset_index (equal after a snapshot install or a plain `compact`)."""
 
+    offset_index: int
+    offset_term: int
     last_index: int
     last_term: int
     hard_state: HardState
@@ -45,10 +50,13 @@ class GroupState:
 
     @property
     def first_index(self) -> int:
-        return self.snapshot.metadata.index + 1
+        return self.offset_index + 1
+
+    def replace(self, **changes) -> "GroupState":
+        return dataclasses.replace(self, **changes)
 
 
-EMPTY_STATE = GroupState(0, 0, HardState(), ConfState(), Snapshot())
+EMPTY_STATE = GroupState(0, 0, 0, 0, HardState(), ConfState(), Snapshot())
 
 
 class GroupStorage:
@@ -81,13 +89,12 @@ class GroupStorage:
 
     def term(self, index: int) -> int:
         st = self._state()
-        snap = st.snapshot.metadata
-        if index < snap.index:
-            raise Compacted(f"term({index}): compacted up to {snap.index}")
+        if index < st.offset_index:
+            raise Compacted(f"term({index}): compacted up to {st.offset_index}")
         if index > st.last_index:
             raise Unavailable(f"term({index}): last index is {st.last_index}")
-        if index == snap.index:
-            return snap.term
+        if index == st.offset_index:
+            return st.offset_term
         if index == st.last_index:
             return st.last_term
         raw = self._store._read_log(self.group_id, index)

@@ -27,9 +27,11 @@ def _header(store, group_id: int, bucket: int):
     try:
         ast = store._load_apply(txn, group_id)
         st = store._load_group(txn, group_id)
-        applied = ast.applied_index
+        applied = max(ast.applied_index, st.snapshot.metadata.index)
         if applied == st.snapshot.metadata.index:
             term = st.snapshot.metadata.term
+        elif applied == st.offset_index:
+            term = st.offset_term
         elif applied == 0:
             term = 0
         else:

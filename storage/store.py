@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import lmdb
 
+from raft.storage import entry_size
 from raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 
 from . import codec, keys, mvcc
@@ -60,7 +61,7 @@ from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
 
 DEFAULT_MAP_SIZE = 1 << 30
 _U64 = struct.Struct(">Q")
-_HS, _CS, _SNAP = b"h", b"c", b"s"
+_HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
 
@@ -264,7 +265,10 @@ class NodeStore:
         hs = codec.decode_hard_state(raw) if raw is not None else HardState()
         raw = txn.get(gp + _CS, db=self._db_raft)
         cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
-        last, last_term = snap.metadata.index, snap.metadata.term
+        raw = txn.get(gp + _OFFSET, db=self._db_raft)
+        offset, offset_term = (codec.unpack(raw) if raw is not None else
+                               (snap.metadata.index, snap.metadata.term))
+        last, last_term = offset, offset_term
         cur = txn.cursor(db=self._db_log)
         if cur.set_range(group_prefix(group_id + 1)) if group_id + 1 < 1 << 64 else False:
             found = cur.prev()
@@ -273,7 +277,7 @@ class NodeStore:
         if found and cur.key()[:8] == gp:
             last = _U64.unpack_from(cur.key(), 8)[0]
             last_term = codec.entry_term(cur.value())
-        return GroupState(last, last_term, hs, cs, snap)
+        return GroupState(offset, offset_term, last, last_term, hs, cs, snap)
 
     def _group_state(self, group_id: int) -> GroupState:
         st = self._groups.get(group_id)
@@ -334,7 +338,7 @@ class NodeStore:
                 if k[:8] != gp or _U64.unpack_from(k, 8)[0] != expect:
                     break
                 e = codec.decode_entry(expect, cur.value())
-                size += codec.entry_size(e)
+                size += entry_size(e)
                 if out and max_bytes is not None and size > max_bytes:
                     break
                 out.append(e)
@@ -401,7 +405,8 @@ class NodeStore:
             txn.put(gp + _HS, codec.encode_hard_state(hs), db=self._db_raft)
         txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=self._db_raft)
         txn.put(gp + _CS, codec.encode_conf_state(m.conf_state), db=self._db_raft)
-        return GroupState(last, last_term, hs, m.conf_state, snap)
+        txn.put(gp + _OFFSET, codec.pack([m.index, m.term]), db=self._db_raft)
+        return GroupState(m.index, m.term, last, last_term, hs, m.conf_state, snap)
 
     def _persist_one(self, txn, w: GroupWrite, st: GroupState) -> GroupState:
         gid = w.group_id
@@ -427,16 +432,13 @@ class NodeStore:
             db = self._db_log
             for e in entries:
                 put(log_key(gid, e.index), codec.encode_entry(e), db=db)
-            st = GroupState(entries[-1].index, entries[-1].term, st.hard_state, st.conf_state,
-                            st.snapshot)
+            st = st.replace(last_index=entries[-1].index, last_term=entries[-1].term)
         if w.hard_state is not None and w.hard_state != st.hard_state:
             txn.put(gp + _HS, codec.encode_hard_state(w.hard_state), db=self._db_raft)
-            st = GroupState(st.last_index, st.last_term, w.hard_state, st.conf_state,
-                            st.snapshot)
+            st = st.replace(hard_state=w.hard_state)
         if w.conf_state is not None and w.conf_state != st.conf_state:
             txn.put(gp + _CS, codec.encode_conf_state(w.conf_state), db=self._db_raft)
-            st = GroupState(st.last_index, st.last_term, st.hard_state, w.conf_state,
-                            st.snapshot)
+            st = st.replace(conf_state=w.conf_state)
         return st
 
     def persist(self, batch: Iterable[GroupWrite]) -> None:
@@ -455,24 +457,49 @@ class NodeStore:
 
         self._write(fn)
 
-    def compact(self, group_id: int, index: int) -> None:
-        """Discard the log up to and including `index`, remembering its term (the snapshot
-        record then has that index, the current conf state and no data). Compact only up to
-        the applied index. A no-op if `index` is already compacted."""
+    def compact(self, group_id: int, index: int, *, record_snapshot: bool = True) -> None:
+        """Discard the log up to and including `index`, remembering its term. If `index` is
+        past the recorded snapshot, the snapshot record becomes (index, its term, the current
+        conf state, no data) unless `record_snapshot` is False. Compact only up to the applied
+        index. A no-op if `index` is already compacted."""
 
         def fn(txn):
             st = self._group_in(txn, group_id, {})
-            if index <= st.snapshot.metadata.index:
+            if index <= st.offset_index:
                 return None, None
             if index > st.last_index:
                 raise InvalidInput(f"compact({index}): last index is {st.last_index}")
             term = (st.last_term if index == st.last_index else
                     codec.entry_term(txn.get(log_key(group_id, index), db=self._db_log)))
-            snap = Snapshot(SnapshotMetadata(index, term, st.conf_state))
+            gp = group_prefix(group_id)
             self._delete_log_range(txn, group_id, st.first_index, index)
-            txn.put(group_prefix(group_id) + _SNAP, codec.encode_snapshot(snap),
+            txn.put(gp + _OFFSET, codec.pack([index, term]), db=self._db_raft)
+            new = st.replace(offset_index=index, offset_term=term)
+            if record_snapshot and index > st.snapshot.metadata.index:
+                snap = Snapshot(SnapshotMetadata(index, term, st.conf_state))
+                txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=self._db_raft)
+                new = new.replace(snapshot=snap)
+            return None, lambda: self._groups.__setitem__(group_id, new)
+
+        self._write(fn)
+
+    def set_snapshot(self, group_id: int, snapshot: Snapshot) -> None:
+        """Record `snapshot` (metadata and small opaque data) as what `Storage.snapshot()`
+        returns, without touching the log (MemoryStorage.create_snapshot's counterpart).
+        The snapshot's index must be within the log and newer than the recorded one."""
+
+        def fn(txn):
+            st = self._group_in(txn, group_id, {})
+            m = snapshot.metadata
+            if m.index <= st.snapshot.metadata.index:
+                raise InvalidInput(f"snapshot at {m.index} is not newer than the recorded one "
+                                   f"at {st.snapshot.metadata.index}")
+            if not st.offset_index <= m.index <= st.last_index:
+                raise InvalidInput(f"snapshot at {m.index} is outside the log "
+                                   f"{st.offset_index}..{st.last_index}")
+            txn.put(group_prefix(group_id) + _SNAP, codec.encode_snapshot(snapshot),
                     db=self._db_raft)
-            new = GroupState(st.last_index, st.last_term, st.hard_state, st.conf_state, snap)
+            new = st.replace(snapshot=snapshot)
             return None, lambda: self._groups.__setitem__(group_id, new)
 
         self._write(fn)
@@ -526,6 +553,9 @@ class NodeStore:
             for ga in batch:
                 gid = ga.group_id
                 st = pending.get(gid) or self._applies.get(gid) or self._load_apply(txn, gid)
+                floor = self._group_in(txn, gid, {}).snapshot.metadata.index
+                if st.applied_index < floor:  # a Raft snapshot (e.g. bootstrap) covers these
+                    st = ApplyState(ga.bucket, floor, st.last_version)
                 gp = group_prefix(gid)
                 applier = mvcc.Applier(txn, self._db_data, self._db_sessions, gp, ga.bucket,
                                        st.last_version, self.session_ttl)
@@ -547,16 +577,17 @@ class NodeStore:
             def publish():
                 self._applies.update(pending)
                 for gid, cs in confs.items():
-                    g = groups[gid]
-                    self._groups[gid] = GroupState(g.last_index, g.last_term, g.hard_state, cs,
-                                                   g.snapshot)
+                    self._groups[gid] = groups[gid].replace(conf_state=cs)
 
             return out, publish
 
         return self._write(fn)
 
     def applied_index(self, group_id: int) -> int:
-        return self._apply_state(group_id).applied_index
+        """The index of the last applied entry (at least the Raft snapshot's index: the state
+        machine's state at a snapshot came with it, e.g. the empty state of a bootstrap)."""
+        return max(self._apply_state(group_id).applied_index,
+                   self._group_state(group_id).snapshot.metadata.index)
 
     def last_version(self, group_id: int) -> int:
         return self._apply_state(group_id).last_version
