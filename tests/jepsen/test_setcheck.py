@@ -56,3 +56,17 @@ def test_availability_counts_and_gaps():
     assert r["during_faults"]["fail"] == 1 and r["outside_faults"]["ok"] == 2
     # no ok on bucket 0 from the fault's start (1.5 s) until the read completed (7 s)
     assert r["longest_unavailability_after_fault_s"]["max"] == 5.5
+
+
+def test_plot_writes_a_png(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from jepsen import plot
+
+    ev = h(("a", "invoke", "write", "x", 1), ("a", "ok", "write", "x", 1),
+           ("b", "invoke", "write", "x", 2), ("b", "info", "write", "x", 2))
+    for e in ev:
+        e.time = e.index * 400_000_000
+    assert plot.plot(pair(ev), [(500_000_000, None, "kill")], tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
