@@ -437,6 +437,7 @@ class AsyncClient:
                     state.maybe_applied = True
                 await backoff.sleep(deadline)
             elif status == Status.UNAVAILABLE:
+                rotate += 1  # e.g. a replica that knows no leader: another one may
                 await backoff.sleep(deadline)
             elif status == Status.INVALID:
                 if state.maybe_applied:

@@ -510,3 +510,14 @@ def test_sync_client_outcome_errors(fake):
             c.put(b"k", b"v")
         with pytest.raises(Unavailable):
             c.get(b"k")
+
+
+def test_errors_leave_the_async_with_block_unwrapped(fake):
+    fake.script = lambda node, op, args: Reply(Status.UNAVAILABLE, error("no")) if op == "put" else None
+
+    async def main():
+        async with aclient(fake, timeout=0.3) as c:
+            await c.put(b"k", b"v")
+
+    with pytest.raises(Unavailable):  # not an ExceptionGroup
+        run(main)
