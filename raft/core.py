@@ -612,10 +612,14 @@ class Raft:
         return True
 
     def bcast_append(self) -> None:
+        """Send every peer what it lacks (as many messages as its window allows), or at
+        least an empty append carrying the commit index."""
         self.need_bcast = False
+        send_append = self.send_append
         for node in self.prs:
-            if node != self.id:
-                self.send_append(node)
+            if node != self.id and send_append(node):
+                while send_append(node, send_if_empty=False):
+                    pass
 
     def flush(self) -> None:
         """Send the appends that proposals and commits made necessary (batched per turn)."""
