@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kvstore.bench.keys import key_name, make_chooser
 
 OPS = ("read", "update", "insert", "scan")
+SCAN_PREFIX_BYTES = 6
 
 
 @dataclass(frozen=True)
@@ -107,5 +108,7 @@ class OpGenerator:
         if op == "update":
             return op, key, self.value()
         if op == "scan":
-            return op, key, 1 + int(self._rng.random() * self.scan_max)
+            # a short range: the first 1..scan_max keys sharing the chosen key's first
+            # SCAN_PREFIX_BYTES bytes (about 1/18 of the keyspace: "user" + 2 digits)
+            return op, key[:SCAN_PREFIX_BYTES], 1 + int(self._rng.random() * self.scan_max)
         return op, key, None

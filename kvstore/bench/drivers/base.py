@@ -43,8 +43,9 @@ class Driver:
     async def insert(self, key: bytes, value: bytes) -> None:
         await self.update(key, value)
 
-    async def scan(self, start_key: bytes, count: int) -> int:
-        """Read up to `count` records with keys >= start_key in key order; returns how many."""
+    async def scan(self, prefix: bytes, count: int) -> int:
+        """Read the first `count` records (in key order) whose keys start with `prefix`;
+        returns how many. (A prefix, not a start key: kvstore's client scans by prefix.)"""
         raise Unsupported(f"{self.name} has no ordered range scan")
 
     def describe(self) -> dict:

@@ -54,7 +54,7 @@ class FakeDriver(Driver):
             bisect.insort(self._sorted_keys, key)
         self.data[key] = value
 
-    async def scan(self, start_key: bytes, count: int) -> int:
+    async def scan(self, prefix: bytes, count: int) -> int:
         await self._serve()
-        i = bisect.bisect_left(self._sorted_keys, start_key)
-        return len(self._sorted_keys[i : i + count])
+        i = bisect.bisect_left(self._sorted_keys, prefix)
+        return sum(1 for k in self._sorted_keys[i : i + count] if k.startswith(prefix))

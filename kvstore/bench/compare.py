@@ -1,0 +1,205 @@
+"""`kvstore bench compare` / `scripts/compare.py`: the same workloads, the same generator, one
+store after another, each started fresh on 127.0.0.1 in a temp dir and stopped afterwards.
+
+Stores: kvstore (3 nodes), etcd (3 nodes, Debian's etcd-server, installed with apt-get when
+missing), Redis (single node, AOF appendfsync always: the non-replicated ceiling), PySyncObj
+(3 nodes) in its default configuration with the file journal on, and in its fastest one
+(appendEntriesUseBatch off, in memory). Writes a Markdown table (ops/s, p50, p99 per store and
+workload, and kvstore's ratio to each peer), a PNG bar chart and every run's JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import trio
+
+from kvstore.bench.cli import add_load_arguments, config_from_args
+from kvstore.bench.progress import Progress
+from kvstore.bench.report import summary_text
+from kvstore.bench.session import run_benchmark
+from kvstore.bench import systems
+
+SYSTEMS = ("kvstore", "etcd", "redis", "pysyncobj", "pysyncobj-fast")
+SCANS = {"kvstore", "etcd"}  # stores with an ordered range scan (workload E)
+
+
+def make_system(name: str, base_dir: str, args) -> systems.System:
+    if name == "kvstore":
+        return systems.KvstoreCluster(base_dir, buckets=args.kvstore_buckets)
+    if name == "etcd":
+        return systems.EtcdCluster(base_dir)
+    if name == "redis":
+        return systems.RedisServer(base_dir)
+    if name == "pysyncobj":
+        return systems.PySyncObjCluster(base_dir, journal=True, batch=True, label="pysyncobj")
+    if name == "pysyncobj-fast":
+        return systems.PySyncObjCluster(base_dir, journal=False, batch=False, label="pysyncobj-fast")
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (and their threads), from /proc."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def run_compare(args) -> list[dict]:
+    names = [s for s in args.systems.split(",") if s]
+    workloads = [w.upper() for w in args.workloads.split(",") if w]
+    results: list[dict] = []
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    base_dir = tempfile.mkdtemp(prefix="kvstore-compare-")
+    try:
+        for name in names:
+            log(f"== {name}: starting")
+            with make_system(name, base_dir, args) as system:
+                log(f"== {name}: up at {','.join(system.endpoints)}")
+                loaded = False
+                for wl in workloads:
+                    if wl == "E" and name.split("-")[0] not in SCANS:
+                        results.append({"system": name, "workload": wl, "skipped": "no ordered range scan"})
+                        continue
+                    args.workload = wl
+                    cfg = config_from_args(args)
+                    if name.startswith("pysyncobj") or name == "redis":
+                        cfg.consistency = "linearizable"  # ignored by these drivers
+                    elif name == "etcd" and cfg.consistency == "follower":
+                        cfg.consistency = "serializable"
+                    elif name == "kvstore" and cfg.consistency == "serializable":
+                        cfg.consistency = "follower"
+                    spec = system.driver_spec()
+                    spec["connections"] = args.connections
+                    pids = system.pids()
+                    cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+                    progress = Progress(cfg)
+                    report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress, log=log))
+                    server_cpu = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+                    loaded = True
+                    report["system"] = name
+                    report["label"] = f"{name} {wl}"
+                    report["server_cpu_cores"] = round(server_cpu, 2)
+                    log(summary_text(report))
+                    log(f"server CPU (all its processes, whole run incl. load): {server_cpu:.2f} cores")
+                    results.append({"system": name, "workload": wl, "report": report})
+    finally:
+        import shutil
+
+        shutil.rmtree(base_dir, ignore_errors=True)
+    return results
+
+
+def markdown(results: list[dict], args, command: str) -> str:
+    by = {(r["system"], r["workload"]): r for r in results}
+    systems_seen = list(dict.fromkeys(r["system"] for r in results))
+    workloads = list(dict.fromkeys(r["workload"] for r in results))
+    lines = [f"Command: `{command}`", "",
+             f"{args.concurrency} clients, {args.value_size}-byte values, {args.records} records, "
+             f"{'closed loop' if not args.rate else f'open loop at {args.rate:.0f} ops/s'}, "
+             f"{args.duration:g} s measured after {args.warmup:g} s warm-up, reads {args.consistency}, "
+             f"key choice {args.distribution or 'zipfian (workload default)'}.", "",
+             "| workload | store | ops/s | p50 ms | p99 ms | errors | kvstore ÷ store ops/s | kvstore ÷ store p99 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for wl in workloads:
+        base = by.get(("kvstore", wl), {}).get("report")
+        for s in systems_seen:
+            r = by.get((s, wl))
+            if r is None:
+                continue
+            if "report" not in r:
+                lines.append(f"| {wl} | {s} | n/a ({r['skipped']}) | | | | | |")
+                continue
+            rep = r["report"]
+            lat = rep["all"]["latency_ms"]
+            ratio_ops = ratio_p99 = ""
+            if base is not None and s != "kvstore" and rep["throughput_ops_s"] and lat["p99"]:
+                ratio_ops = f"{base['throughput_ops_s'] / rep['throughput_ops_s']:.2f}×"
+                if base["all"]["latency_ms"]["p99"] is not None:
+                    ratio_p99 = f"{base['all']['latency_ms']['p99'] / lat['p99']:.2f}×"
+            fmt = lambda v: "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"  # noqa: E731
+            errs = rep["errors_total"] + (rep["schedule"]["missed"] or 0)
+            lines.append(f"| {wl} | {s} | {rep['throughput_ops_s']:.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | "
+                         f"{errs} | {ratio_ops} | {ratio_p99} |")
+    lines += ["", "| store | what an acknowledged write survives; reads |", "|---|---|"]
+    for s in systems_seen:
+        rep = next((r["report"] for r in results if r["system"] == s and "report" in r), None)
+        if rep:
+            reads = rep["driver"].get("reads", "")
+            lines.append(f"| {s} | {rep['driver']['durability']}{'; reads ' + reads if reads else ''} |")
+    warn = [f"- {r['system']} {r['workload']}: {w}" for r in results if "report" in r for w in r["report"]["warnings"]]
+    if warn:
+        lines += ["", "Warnings:", *warn]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results if "report" in r]
+    workloads = list(dict.fromkeys(r["workload"] for r in runs))
+    names = list(dict.fromkeys(r["system"] for r in runs))
+    by = {(r["system"], r["workload"]): r["report"] for r in runs}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(1, len(names))
+    for i, s in enumerate(names):
+        xs = [w + (i - (len(names) - 1) / 2) * width for w in range(len(workloads))]
+        ops = [by[(s, wl)]["throughput_ops_s"] if (s, wl) in by else 0 for wl in workloads]
+        p99 = [(by[(s, wl)]["all"]["latency_ms"]["p99"] or 0) if (s, wl) in by else 0 for wl in workloads]
+        ax1.bar(xs, ops, width, label=s)
+        ax2.bar(xs, p99, width, label=s)
+    for ax, title in ((ax1, "throughput (ops/s, higher is better)"), (ax2, "p99 latency (ms, lower is better)")):
+        ax.set_xticks(range(len(workloads)), [f"workload {w}" for w in workloads])
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="kvstore bench compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    p.add_argument("--workloads", default="W,B", help="comma-separated workload names (A,B,C,D,E,W)")
+    p.add_argument("--kvstore-buckets", type=int, default=64)
+    p.add_argument("--connections", type=int, default=4, help="redis/pysyncobj pipelined connections")
+    p.add_argument("--out-dir", default="bench-results", help="where compare.md/.png/.json go")
+    add_load_arguments(p)
+    p.set_defaults(duration=10.0, warmup=3.0)
+    args = p.parse_args(argv)
+    bad = [s for s in args.systems.split(",") if s and s not in SYSTEMS]
+    if bad:
+        p.error(f"unknown systems {bad}; choose from {', '.join(SYSTEMS)}")
+    os.makedirs(args.out_dir, exist_ok=True)
+    command = "kvstore bench compare " + " ".join(argv)
+    try:
+        results = run_compare(args)
+    except KeyboardInterrupt:
+        print("compare: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+    md = markdown(results, args, command)
+    with open(os.path.join(args.out_dir, "compare.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out_dir, "compare.json"), "w") as f:
+        json.dump({"command": command, "results": results}, f, indent=1)
+    if any("report" in r for r in results):
+        plot(results, os.path.join(args.out_dir, "compare.png"))
+    print(md)
+    return 0
