@@ -465,7 +465,9 @@ class AsyncClient:
         conn: Connection | None = None
         with trio.move_on_at(until):
             try:
-                conn = await self._connection(addr)
+                conn = self._conns.get(addr)
+                if conn is None or conn.closed or not conn.ready.is_set():
+                    conn = await self._connection(addr)
                 call = await conn.submit(op, args, size)
             except NotSent:
                 return _NOT_SENT, None, None

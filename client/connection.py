@@ -88,7 +88,10 @@ class Connection:
         """Queue a request; waits for an in-flight slot. Raises NotSent if the connection died."""
         if self.closed:
             raise NotSent(self.error or "connection closed")
-        await self._slots.acquire()
+        try:
+            self._slots.acquire_nowait()  # the common case: no scheduler round trip
+        except trio.WouldBlock:
+            await self._slots.acquire()
         if self.closed:
             self._slots.release()
             raise NotSent(self.error or "connection closed")
