@@ -86,3 +86,19 @@ def test_follows_the_new_leader_after_kill_9(cluster, client):
         assert client.bucket_map(refresh=True)["buckets"][bucket][2] != leader
     finally:
         cluster.spawn(leader)
+
+
+def test_fails_over_from_a_paused_leader(cluster):
+    key = b"e2e:paused"
+    with Client(cluster.addrs, timeout=15.0, attempt_timeout=1.0) as c:
+        c.put(key, b"before")
+        bucket = bucket_of(key, NUM_BUCKETS)
+        leader = c.bucket_map(refresh=True)["buckets"][bucket][2]
+        cluster.pause(leader)
+        try:
+            # the first attempt hangs on the paused node; the retries find the new leader,
+            # and the answer to the same (session, seq) is definite
+            version = c.put(key, b"during")
+            assert c.get_with_version(key) == (b"during", version)
+        finally:
+            cluster.resume(leader)
