@@ -12,6 +12,7 @@ from kvstore.bench.runner import LoadConfig
 
 
 def test_cli_run_writes_json_and_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     rc = main(["--driver", "fake", "-w", "B", "--records", "500", "-c", "8", "--duration", "1",
                "--warmup", "0.5", "--rate", "500", "--json", str(out), "--png", str(png)])
