@@ -74,6 +74,10 @@ SNAPSHOT_CHUNK_BYTES = 512 * 1024
 SNAPSHOT_TIMEOUT_S = 60.0
 PEER_INBOX_MAX = 100_000
 LAG_ENTRIES = 1000
+# TESTING ONLY - deliberately injected bugs that the jepsen-style suite must catch; never set in
+# production. "stale-follower-read": follower reads skip ReadIndex; "ack-before-commit": puts
+# are acknowledged as soon as they are proposed.
+_INJECTED_BUG = os.environ.get("KVSTORE_BUG", "")
 
 
 @dataclass(slots=True)
@@ -300,6 +304,11 @@ class Node:
             if req.consistency == "follower" and g.role != Role.LEADER and not g.leader:
                 self._error(conn, req.rid, Status.UNAVAILABLE, "no known leader to confirm the read", g)
                 return
+            if _INJECTED_BUG == "stale-follower-read" and op == "get" and req.consistency == "follower":
+                got = self.store.get(g.bucket, req.key)  # INJECTED BUG (KVSTORE_BUG): no ReadIndex
+                conn.reply(req.rid, 0, {"value": None, "version": None} if got is None
+                           else {"value": got[0], "version": got[1]})
+                return
             w = Waiter(conn, req.rid, op, deadline)
             g.reads.append((req, w))
             self._deadlines.append((deadline, w))
@@ -480,6 +489,11 @@ class Node:
             for _c, w in live:
                 self._fail(w, Status.UNAVAILABLE, f"proposal dropped: {exc}", g)
             return
+        if _INJECTED_BUG == "ack-before-commit":  # INJECTED BUG (KVSTORE_BUG): ack uncommitted puts
+            for c, w in live:
+                if w is not None and w.op == "put" and not w.done:
+                    w.done = True
+                    w.conn.reply(w.rid, 0, {"version": c.ts})
         self._pending[pid] = [w for _c, w in live]
         g.pending_pids.add(pid)
         self.stats["proposed"] += len(live)
