@@ -48,8 +48,9 @@ CONSISTENCIES = ("linearizable", "follower")
 MAX_IMMEDIATE_HOPS = 3  # leader hints followed without backoff, in a row
 SCAN_CONCURRENCY = 64  # buckets scanned at once
 
-# attempt kinds
-_REPLY, _NOT_SENT, _MAYBE = "reply", "not sent", "maybe sent"
+# attempt kinds: a reply; never sent; sent and the connection died; sent and no reply in time
+# on a connection that is still receiving (a slow node, not a dead one)
+_REPLY, _NOT_SENT, _MAYBE, _SLOW = "reply", "not sent", "connection lost after sending", "no reply in time"
 
 
 class _Backoff:
@@ -378,10 +379,8 @@ class AsyncClient:
             if bmap is None:
                 break
             b = bmap.bucket_of(key) if key is not None else bucket
-            if b is None or b >= bmap.num_buckets:
-                raise KVError(f"bucket {b} is not in the map ({bmap.num_buckets} buckets)")
+            replicas = bmap.replica_addrs(b) if b is not None and b < bmap.num_buckets else []
             args["bucket"] = b
-            replicas = bmap.replica_addrs(b)
             addr = None if follower else bmap.leader_addr(b)
             if addr is None and replicas:
                 addr = replicas[(start + rotate) % len(replicas)]
@@ -397,11 +396,12 @@ class AsyncClient:
             kind, status, payload = await self._attempt(addr, op, args, window, size)
 
             if kind != _REPLY:
-                if kind == _MAYBE and state.write:
+                if kind != _NOT_SENT and state.write:
                     state.maybe_applied = True
                 state.last = f"{op} to {addr}: {kind}"
-                bmap.forget_leader(b, addr)
-                rotate += 1
+                if kind != _SLOW:  # unreachable or dead: try another replica next
+                    bmap.forget_leader(b, addr)
+                    rotate += 1
                 await backoff.sleep(deadline)
                 continue
             if status == Status.OK:
@@ -459,7 +459,7 @@ class AsyncClient:
     async def _attempt(self, addr: str, op: str, args: dict, until: float, size: int = 64):
         """Send one request to `addr` and wait for its reply until `until`.
 
-        Returns (kind, status, payload) with kind _REPLY, _NOT_SENT or _MAYBE.
+        Returns (kind, status, payload) with kind _REPLY, _NOT_SENT, _MAYBE or _SLOW.
         """
         call: Call | None = None
         conn: Connection | None = None
@@ -479,12 +479,14 @@ class AsyncClient:
                 return (_MAYBE if call.sent else _NOT_SENT), None, None
             return _REPLY, call.status, call.payload
         assert conn is not None
-        sent = conn.abandon(call)
-        if sent and conn.last_receive_time < call.sent_at:
+        if not conn.abandon(call):
+            return _NOT_SENT, None, None
+        if conn.last_receive_time < call.sent_at:
             # Nothing at all came back on this connection since we sent: the node looks
             # paused or cut off. Close it so its other requests fail over now too.
             conn.close(f"no reply from {addr} within the attempt timeout")
-        return (_MAYBE if sent else _NOT_SENT), None, None
+            return _MAYBE, None, None
+        return _SLOW, None, None
 
     async def _connection(self, addr: str) -> Connection:
         conn = self._conns.get(addr)

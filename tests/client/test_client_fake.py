@@ -521,3 +521,36 @@ def test_errors_leave_the_async_with_block_unwrapped(fake):
 
     with pytest.raises(Unavailable):  # not an ExceptionGroup
         run(main)
+
+
+def test_slow_but_alive_leader_is_retried_in_place(fake):
+    state = {"first": True}
+
+    def script(node, op, args):
+        if op == "put" and state["first"]:
+            state["first"] = False
+            return Delay(1.0)  # applied late; the retry is answered first
+        return None
+
+    async def main():
+        async with aclient(fake, timeout=5.0, attempt_timeout=0.3) as c:
+            await c.put(b"k", b"0")
+            fake.requests.clear()
+            fake.script = script
+            async with trio.open_nursery() as nursery:
+                async def reads():  # keep the connection visibly alive
+                    while True:
+                        await c.get(b"other")
+                        await trio.sleep(0.02)
+
+                nursery.start_soon(reads)
+                version = await c.put(b"k", b"1")
+                nursery.cancel_scope.cancel()
+            await trio.sleep(1.0)  # let the delayed first attempt reach the store
+            puts = fake.ops("put")
+            assert len(puts) >= 2 and {n for n, _ in puts} == {0}  # no failover away from it
+            assert len(put_sessions(fake)) == 1
+            assert len(fake.applied) == 2  # the warm-up write and this one, once
+            assert fake.store[b"k"] == (b"1", version)
+
+    run(main)
