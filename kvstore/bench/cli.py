@@ -18,13 +18,13 @@ from kvstore.bench.keys import CHOOSERS
 from kvstore.bench.runner import LoadConfig
 from kvstore.bench.workloads import WORKLOADS
 
-CONSISTENCY = ("linearizable", "follower", "serializable", "local")
+CONSISTENCY = ("linearizable", "follower", "serializable")
 
 
 def add_load_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("load")
     g.add_argument("--workload", "-w", default="A", type=str.upper, choices=sorted(WORKLOADS),
-                   help="; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()))
+                   help="; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()).replace("%", "%%"))
     g.add_argument("--distribution", "-d", choices=sorted(CHOOSERS), default=None,
                    help="key choice (default: the workload's, zipfian except D: latest)")
     g.add_argument("--records", type=int, default=10_000, help="records loaded before the run")

@@ -41,6 +41,14 @@ def test_cli_several_processes(tmp_path):
     assert report["ok"] + report["schedule"]["missed"] >= 390
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["pysyncobj-node", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
 def test_bad_arguments_are_reported_not_crashed(capsys):
     assert main(["--driver", "fake", "--concurrency", "0"]) == 2
     assert "concurrency" in capsys.readouterr().err
