@@ -1,0 +1,1256 @@
+"""A deterministic cluster simulator that checks the Raft core against the paper's invariants.
+
+Theory of operation
+-------------------
+A `Cluster` holds N simulated nodes, each a `RawNode` over a storage, driven exactly as a real
+node drives it (`Ready` docstring): send `messages` -> persist snapshot, entries, hard state
+-> send `persisted_messages` -> apply `committed_entries` -> serve `read_states` -> `advance`.
+Everything a node keeps outside its storage (the `RawNode`, the applied state machine, reads
+in flight) is volatile: a crash throws it away, and a crash can strike between any two of
+those stages ("mid-Ready"). A restart rebuilds the node from its storage alone.
+
+The network holds messages in flight with a delivery time in ticks. It drops, duplicates and
+delays them (delays reorder), and partitions cut links one way or both ways. Time exists only
+as ticks; randomness only from a `random.Random` seeded by the run's seed. The same seed
+always produces the same run (VOPR-style: the fault mix itself is drawn from the seed, and
+each fault family may be switched off for a seed — swarm testing).
+
+The `Checker` watches every Ready, apply and read, and checks after every step:
+- election safety: at most one leader per term, ever;
+- leader append-only: a leader never truncates or overwrites its own log;
+- log matching: two entries with the same index and term carry the same data and follow
+  entries with the same term (by induction: the logs are identical up to there);
+- leader completeness: a leader holds every entry committed in an earlier term;
+- state machine safety: no two nodes apply different entries at one index; each node
+  applies indexes in order, once;
+- committed entries are never lost: a node's durable state after a crash agrees with what
+  was committed, and after healing every live member applies everything committed;
+- linearizable reads: a ReadIndex read's index is not below any commit index known anywhere
+  when the read began, and the value it returns is not older than the last write committed
+  before the read began.
+
+`run_seed` runs one seeded schedule: a fault phase, then a liveness phase (heal everything;
+a leader must emerge and proposals made after healing must apply on every live member within
+a bounded number of ticks). Failures raise `SimulationFailure` carrying the seed, the
+violated invariant and the last events (the trace).
+
+The primitives (`tick`, `deliver`, `crash`, `restart`, `propose`, ...) are public so the
+hypothesis state machine in the tests can drive the same cluster rule by rule.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import Any
+
+from .confchange import decode_conf_change
+from .config import Config
+from .rawnode import RawNode
+from .storage import MemoryStorage
+from .types import (
+    NONE,
+    Compacted,
+    ConfChange,
+    ConfChangeError,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ProposalDropped,
+    RaftError,
+    Ready,
+    Role,
+    Snapshot,
+    StorageError,
+)
+
+TRACE_EVENTS = 200
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class InvariantViolation(AssertionError):
+    """An invariant named after the Raft paper does not hold."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        super().__init__(f"{invariant}: {detail}")
+        self.invariant = invariant
+        self.detail = detail
+
+
+class SimulationFailure(AssertionError):
+    """A seeded run failed; carries what is needed to reproduce and understand it."""
+
+    def __init__(self, seed: int | None, error: BaseException, trace: list[str],
+                 rates: FaultRates | None = None) -> None:
+        self.seed = seed
+        self.rates = rates
+        self.error = error
+        self.trace = trace
+        self.invariant = getattr(error, "invariant", type(error).__name__)
+        super().__init__(f"seed {seed}: {self.invariant}: {error}")
+
+    def report(self, events: int = TRACE_EVENTS) -> str:
+        trace = self.trace[-events:] if events > 0 else []
+        lines = [f"seed {self.seed} FAILED: {self.invariant}: {self.error}"]
+        if self.rates is not None:
+            lines.append(f"fault rates: {self.rates.describe()}")
+        lines.append(f"last {len(trace)} events:")
+        lines += ["  " + e for e in trace]
+        lines.append(f"seed {self.seed} FAILED: {self.invariant}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault rates, drawn per seed
+
+
+@dataclass(slots=True)
+class FaultRates:
+    """Probabilities per step (per message for the network ones); 0 switches a fault off."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay_max_ticks: int = 0
+    partition: float = 0.0
+    heal: float = 0.1
+    crash: float = 0.0
+    crash_mid_ready: float = 0.5  # share of crashes that interrupt a Ready half-way
+    restart: float = 0.1
+    propose: float = 0.3
+    read: float = 0.1
+    conf_change: float = 0.0
+    transfer: float = 0.0
+    compact: float = 0.0
+    defer_ready: float = 0.0  # a delivered message's Ready waits (the node batches)
+    skip_tick: float = 0.0  # a node's clock misses a tick (clock skew)
+    unreachable: float = 0.0  # a dropped message is reported unreachable to its sender
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> FaultRates:
+        def some(choices: list[float], off: float = 0.3) -> float:
+            return 0.0 if rng.random() < off else rng.choice(choices)
+
+        return cls(
+            drop=some([0.01, 0.05, 0.15, 0.3]),
+            duplicate=some([0.01, 0.05, 0.15]),
+            delay_max_ticks=rng.choice([0, 1, 2, 3, 6]),
+            partition=some([0.005, 0.02, 0.05]),
+            heal=rng.choice([0.02, 0.05, 0.2]),
+            crash=some([0.002, 0.01, 0.03]),
+            crash_mid_ready=rng.choice([0.0, 0.5, 0.9]),
+            restart=rng.choice([0.02, 0.1, 0.3]),
+            propose=rng.choice([0.1, 0.3, 0.8]),
+            read=rng.choice([0.0, 0.1, 0.4]),
+            conf_change=some([0.005, 0.02, 0.05]),
+            transfer=some([0.005, 0.02]),
+            compact=some([0.01, 0.05, 0.2]),
+            defer_ready=rng.choice([0.0, 0.3, 0.8]),
+            skip_tick=some([0.05, 0.2], off=0.6),
+            unreachable=some([0.1, 0.5]),
+        )
+
+    def describe(self) -> str:
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+class Stage(IntEnum):
+    """Where a crash interrupts the handling of a Ready (see `Cluster.handle_ready`)."""
+
+    BEFORE_PERSIST = 0  # `messages` sent, nothing persisted
+    AFTER_PERSIST = 1  # persisted, `persisted_messages` not sent
+    AFTER_SEND = 2  # `persisted_messages` sent, nothing applied
+    MID_APPLY = 3  # some committed entries applied
+    BEFORE_ADVANCE = 4  # all applied and reads served, `advance` not called
+
+
+# ---------------------------------------------------------------------------------------------
+# The applied state machine: a small KV map; entries are b"put:<key>:<value>"
+
+KEYS = ("a", "b", "c")
+
+
+def encode_put(key: str, value: str) -> bytes:
+    return f"put:{key}:{value}".encode()
+
+
+def decode_put(data: bytes) -> tuple[str, str] | None:
+    if not data.startswith(b"put:"):
+        return None
+    _, key, value = data.decode().split(":", 2)
+    return key, value
+
+
+@dataclass(slots=True)
+class StateMachine:
+    kv: dict[str, str] = field(default_factory=dict)
+    applied: int = 0
+
+    def snapshot_data(self) -> bytes:
+        return json.dumps({"kv": self.kv, "applied": self.applied}, sort_keys=True).encode()
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot) -> StateMachine:
+        if snap.is_empty() or not snap.data:
+            return cls(applied=snap.metadata.index)
+        obj = json.loads(snap.data)
+        if obj["applied"] != snap.metadata.index:
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"snapshot at {snap.metadata.index} holds state applied to {obj['applied']}",
+            )
+        return cls(kv=dict(obj["kv"]), applied=obj["applied"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters to the core's API (kept in one place)
+
+
+def _role_term(raw: RawNode) -> tuple[Role, int]:
+    return raw.role, raw.term
+
+
+def _decode_conf_change(entry: Entry) -> ConfChange:
+    return decode_conf_change(entry.data)
+
+
+def _bootstrap(storage: Any, voters: tuple[int, ...]) -> None:
+    storage.bootstrap(ConfState(voters=voters))
+
+
+StorageFactory = Callable[[int], Any]
+
+
+def memory_storage(node_id: int) -> MemoryStorage:
+    return MemoryStorage()
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+@dataclass(slots=True)
+class InFlight:
+    deliver_at: int
+    seq: int
+    msg: Message
+
+
+class Network:
+    """Messages in flight, with drops, duplicates, delays and one-way link cuts."""
+
+    def __init__(self, rng: random.Random, rates: FaultRates) -> None:
+        self.rng = rng
+        self.rates = rates
+        self.in_flight: list[InFlight] = []
+        self.cut: set[tuple[int, int]] = set()  # (frm, to) links that lose everything
+        self._seq = 0
+        self.lossless = False  # liveness phase: no drops or duplicates
+
+    def blocked(self, frm: int, to: int) -> bool:
+        return (frm, to) in self.cut
+
+    def send(self, msg: Message, now: int) -> bool:
+        """Queue `msg`; False if it was lost at once (cut link or drop)."""
+        if self.blocked(msg.frm, msg.to):
+            return False
+        r = self.rates
+        if not self.lossless and r.drop and self.rng.random() < r.drop:
+            return False
+        copies = 2 if (not self.lossless and r.duplicate and self.rng.random() < r.duplicate) else 1
+        for _ in range(copies):
+            delay = self.rng.randint(0, r.delay_max_ticks) if r.delay_max_ticks else 0
+            self._seq += 1
+            self.in_flight.append(InFlight(now + delay, self._seq, msg))
+        return True
+
+    def take_due(self, now: int) -> list[Message]:
+        """Remove and return the messages due by `now`, in delivery order."""
+        due = [f for f in self.in_flight if f.deliver_at <= now]
+        if not due:
+            return []
+        self.in_flight = [f for f in self.in_flight if f.deliver_at > now]
+        due.sort(key=lambda f: (f.deliver_at, f.seq))
+        return [f.msg for f in due]
+
+    def take(self, i: int) -> Message:
+        return self.in_flight.pop(i).msg
+
+    def forget(self, node_id: int) -> None:
+        self.in_flight = [f for f in self.in_flight if f.msg.to != node_id]
+
+    def partition(self, groups: list[set[int]], one_way: bool) -> None:
+        """Cut every link between different groups (only from earlier to later groups if
+        `one_way`)."""
+        for gi, a in enumerate(groups):
+            for gj, b in enumerate(groups):
+                if gi == gj or (one_way and gj < gi):
+                    continue
+                for x in a:
+                    for y in b:
+                        self.cut.add((x, y))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# A simulated node
+
+
+@dataclass(slots=True)
+class PendingRead:
+    node_id: int
+    key: str
+    ctx: bytes
+    floor_commit: int  # the highest commit index known anywhere when the read began
+    began_at: int
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: int
+    storage: Any
+    raw: Any = None  # None while crashed (or before start / after removal)
+    sm: StateMachine = field(default_factory=StateMachine)
+    conf_state: ConfState = field(default_factory=ConfState)
+    ready_to_serve: list[tuple[int, bytes]] = field(default_factory=list)  # (index, ctx)
+    removed: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.raw is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker
+
+
+@dataclass(slots=True, frozen=True)
+class Committed:
+    term: int
+    type: EntryType
+    data: bytes
+
+
+class Checker:
+    """The invariants; see the module docstring. All state here is global knowledge that no
+    single node has, which is what makes the checks possible."""
+
+    def __init__(self) -> None:
+        self.leader_of_term: dict[int, int] = {}
+        # log matching: (index, term) -> (type, data, term of index-1 or None when unknown)
+        self.entry_at: dict[tuple[int, int], tuple[EntryType, bytes, int | None]] = {}
+        # what was applied first at each index: the committed log as the cluster knows it
+        self.committed: dict[int, Committed] = {}
+        self.max_committed = 0
+        # commit frontier: (commit index, term in which it was first seen), ascending
+        self.commit_seen: list[tuple[int, int]] = []
+        self.commit_floor = 0  # highest commit index ever known by any node
+        # per key: ascending (index, value) of committed writes
+        self.writes: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+        self.write_index: dict[str, int] = {}  # value -> index it was committed at
+        self.leader_verified: dict[tuple[int, int], int] = {}  # (node, term) -> checked upto
+        self.leader_tail: dict[tuple[int, int], tuple[int, int]] = {}  # -> (last idx, term)
+        self.reads_served = 0
+
+    def bootstrap(self, index: int, term: int) -> None:
+        """The group starts from a snapshot at `index` (committed by definition)."""
+        if index:
+            self.committed[index] = Committed(term, EntryType.NORMAL, b"")
+            self.max_committed = index
+            self.observe_commit(index, term)
+
+    # -- observations -----------------------------------------------------------------------
+
+    def observe_role(self, node_id: int, role: Role, term: int) -> None:
+        if role != Role.LEADER:
+            return
+        other = self.leader_of_term.setdefault(term, node_id)
+        if other != node_id:
+            raise InvariantViolation(
+                "election_safety", f"nodes {other} and {node_id} both leader in term {term}"
+            )
+
+    def observe_commit(self, commit: int, term: int) -> None:
+        if commit > self.commit_floor:
+            self.commit_floor = commit
+            self.commit_seen.append((commit, term))
+
+    def commit_term(self, index: int) -> int | None:
+        """The earliest term in which `index` was seen committed (an upper bound of the term
+        in which it really was)."""
+        i = bisect.bisect_left(self.commit_seen, (index, -1))
+        return self.commit_seen[i][1] if i < len(self.commit_seen) else None
+
+    def observe_append(self, node_id: int, storage: Any, entries: list[Entry]) -> None:
+        """Log matching, checked on every entry as it is persisted (before the append)."""
+        if not entries:
+            return
+        first = entries[0].index
+        prev_term = _term_or_none(storage, first - 1)
+        for e in entries:
+            if e.index != first:
+                raise InvariantViolation(
+                    "log_matching", f"node {node_id}: Ready entries not contiguous at {e.index}"
+                )
+            if prev_term is not None and e.term < prev_term:
+                raise InvariantViolation(
+                    "log_matching",
+                    f"node {node_id}: entry {e.index} has term {e.term} below the previous "
+                    f"entry's term {prev_term}",
+                )
+            key = (e.index, e.term)
+            seen = self.entry_at.get(key)
+            if seen is None:
+                self.entry_at[key] = (e.type, e.data, prev_term)
+            else:
+                s_type, s_data, s_prev = seen
+                if s_type != e.type or s_data != e.data:
+                    raise InvariantViolation(
+                        "log_matching",
+                        f"node {node_id}: entry {e.index}/{e.term} carries {e.data!r}, another "
+                        f"log has {s_data!r}",
+                    )
+                if prev_term is not None and s_prev is not None and s_prev != prev_term:
+                    raise InvariantViolation(
+                        "log_matching",
+                        f"node {node_id}: entry {e.index}/{e.term} follows term {prev_term}, "
+                        f"another log has it after term {s_prev}",
+                    )
+                if s_prev is None and prev_term is not None:
+                    self.entry_at[key] = (s_type, s_data, prev_term)
+            prev_term = e.term
+            first += 1
+
+    def observe_apply(self, node: SimNode, e: Entry, term_now: int) -> bool:
+        """State machine safety: one entry per index, applied in order, once per node.
+        Returns True if this is the first time any node applies this index."""
+        if e.index != node.sm.applied + 1:
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"node {node.id} applies index {e.index} after {node.sm.applied}",
+            )
+        c = self.committed.get(e.index)
+        if c is None:
+            if e.index <= self.max_committed:
+                raise InvariantViolation(
+                    "state_machine_safety", f"index {e.index} applied out of order cluster-wide"
+                )
+            self.committed[e.index] = Committed(e.term, e.type, e.data)
+            self.max_committed = e.index
+            self.observe_commit(e.index, term_now)
+            put = decode_put(e.data) if e.type == EntryType.NORMAL else None
+            if put is not None:
+                self.writes[put[0]].append((e.index, put[1]))
+                self.write_index.setdefault(put[1], e.index)
+            return True
+        if (c.term, c.type, c.data) != (e.term, e.type, e.data):
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"node {node.id} applies {e.data!r} (term {e.term}) at index {e.index}, "
+                f"another node applied {c.data!r} (term {c.term})",
+            )
+        return False
+
+    def observe_snapshot(self, node_id: int, snap: Snapshot) -> None:
+        md = snap.metadata
+        c = self.committed.get(md.index)
+        if c is not None and c.term != md.term:
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"node {node_id} gets a snapshot at {md.index}/{md.term}, committed term "
+                f"there is {c.term}",
+            )
+        if md.index > self.max_committed and md.index > self.commit_floor:
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"node {node_id} gets a snapshot at {md.index} beyond anything committed "
+                f"({self.max_committed})",
+            )
+
+    def check_snapshot_state(self, node_id: int, sm: StateMachine) -> None:
+        """A snapshot's state equals replaying the committed log up to its index."""
+        if sm.applied > self.max_committed:
+            return  # cannot judge (checked by observe_snapshot)
+        want: dict[str, str] = {}
+        for key, ws in self.writes.items():
+            i = bisect.bisect_right(ws, (sm.applied, "\U0010ffff"))
+            if i:
+                want[key] = ws[i - 1][1]
+        if want != sm.kv:
+            raise InvariantViolation(
+                "state_machine_safety",
+                f"node {node_id}: state at {sm.applied} is {sm.kv}, the committed log gives "
+                f"{want}",
+            )
+
+    def read_began(self) -> int:
+        return self.commit_floor
+
+    def read_served(self, node_id: int, read: PendingRead, index: int, sm: StateMachine) -> None:
+        """Linearizable reads (ReadIndex): see the module docstring."""
+        self.reads_served += 1
+        if index < read.floor_commit:
+            raise InvariantViolation(
+                "linearizable_reads",
+                f"node {node_id}: read {read.ctx!r} got read index {index}, but index "
+                f"{read.floor_commit} was already committed when it began (t={read.began_at})",
+            )
+        ws = self.writes.get(read.key, [])
+        i = bisect.bisect_right(ws, (read.floor_commit, "\U0010ffff"))
+        must_see = ws[i - 1] if i else None
+        value = sm.kv.get(read.key)
+        got = self.write_index.get(value, 0) if value is not None else 0
+        if must_see is not None and got < must_see[0]:
+            raise InvariantViolation(
+                "linearizable_reads",
+                f"node {node_id}: read of {read.key!r} returned {value!r} (index {got}), but "
+                f"{must_see[1]!r} (index {must_see[0]}) was committed before the read began",
+            )
+
+    # -- checks at quiet points (every node's storage holds its whole log) -----------------
+
+    def check_leader(self, node_id: int, term: int, storage: Any) -> None:
+        key = (node_id, term)
+        first = storage.first_index()
+        last = storage.last_index()
+        # Leader append-only: what the leader had at the last check is still there.
+        tail = self.leader_tail.get(key)
+        if tail is not None:
+            t_idx, t_term = tail
+            if last < t_idx:
+                raise InvariantViolation(
+                    "leader_append_only",
+                    f"leader {node_id} (term {term}) log shrank from {t_idx} to {last}",
+                )
+            now_term = _term_or_none(storage, t_idx)
+            if now_term is not None and now_term != t_term:
+                raise InvariantViolation(
+                    "leader_append_only",
+                    f"leader {node_id} (term {term}) overwrote entry {t_idx}: term {t_term} "
+                    f"-> {now_term}",
+                )
+        last_term = _term_or_none(storage, last)
+        if last_term is not None:
+            self.leader_tail[key] = (last, last_term)
+        # Leader completeness: every entry committed in an earlier term is in its log.
+        start = max(self.leader_verified.get(key, 0), first - 1)
+        for i in range(start + 1, self.max_committed + 1):
+            c = self.committed.get(i)
+            if c is None:
+                continue
+            ct = self.commit_term(i)
+            if ct is None or ct >= term:
+                continue
+            have = _term_or_none(storage, i) if i <= last else None
+            if have != c.term:
+                raise InvariantViolation(
+                    "leader_completeness",
+                    f"leader {node_id} of term {term} lacks entry {i} (term {c.term}) "
+                    f"committed in term {ct}; it has term {have}",
+                )
+        self.leader_verified[key] = self.max_committed
+
+    def check_durable(self, node: SimNode) -> None:
+        """Committed entries never lost: after a crash, the node's durable log agrees with
+        the committed log up to the commit index it durably recorded."""
+        hs, _ = node.storage.initial_state()
+        last = node.storage.last_index()
+        first = node.storage.first_index()
+        if hs.commit > last:
+            raise InvariantViolation(
+                "committed_never_lost",
+                f"node {node.id} durably records commit {hs.commit} beyond its last index {last}",
+            )
+        for i in range(max(first, 1), hs.commit + 1):
+            c = self.committed.get(i)
+            if c is None:
+                continue
+            t = _term_or_none(node.storage, i)
+            if t != c.term:
+                raise InvariantViolation(
+                    "committed_never_lost",
+                    f"node {node.id} durably holds term {t} at committed index {i} "
+                    f"(committed term {c.term})",
+                )
+
+
+def _term_or_none(storage: Any, index: int) -> int | None:
+    if index <= 0:
+        return 0 if index == 0 else None
+    try:
+        return storage.term(index)
+    except StorageError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster
+
+
+class Cluster:
+    """N simulated nodes, a network and a checker; every operation is deterministic given
+    the `rng`."""
+
+    def __init__(
+        self,
+        n: int = 3,
+        *,
+        seed: int = 0,
+        rates: FaultRates | None = None,
+        storage_factory: StorageFactory = memory_storage,
+        reopen: Callable[[int, Any], Any] | None = None,
+        election_tick: int = 10,
+        heartbeat_tick: int = 1,
+        max_size_per_msg: int = 4096,
+        max_inflight_msgs: int = 16,
+        max_nodes: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.rates = rates if rates is not None else FaultRates()
+        self.net = Network(random.Random(self.rng.getrandbits(64)), self.rates)
+        self.checker = Checker()
+        self.storage_factory = storage_factory
+        self.reopen = reopen
+        self.election_tick = election_tick
+        self.heartbeat_tick = heartbeat_tick
+        self.max_size_per_msg = max_size_per_msg
+        self.max_inflight_msgs = max_inflight_msgs
+        self.initial_voters = tuple(range(1, n + 1))
+        self.max_nodes = max_nodes if max_nodes is not None else n + 2
+        self.next_id = n + 1
+        self.now = 0
+        self.nodes: dict[int, SimNode] = {}
+        self.trace: collections.deque[str] = collections.deque(maxlen=TRACE_EVENTS)
+        self.reads: dict[bytes, PendingRead] = {}
+        self._op = 0
+        self.conf = ConfState(voters=self.initial_voters)  # latest committed configuration
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._pending_shutdown: list[SimNode] = []
+        for nid in self.initial_voters:
+            storage = storage_factory(nid)
+            _bootstrap(storage, self.initial_voters)
+            self.nodes[nid] = SimNode(nid, storage)
+        boot = self.nodes[1].storage.snapshot().metadata
+        self.checker.bootstrap(boot.index, boot.term)
+        for nid in self.initial_voters:
+            self._start(self.nodes[nid])
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        self.trace.append(f"t={self.now} {text}")
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.raw is not None]
+
+    def members(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.conf.voters) | set(self.conf.learners)))
+
+    def leaders(self) -> list[SimNode]:
+        out = []
+        for n in self.live():
+            role, _ = _role_term(n.raw)
+            if role == Role.LEADER:
+                out.append(n)
+        return out
+
+    def leader(self) -> SimNode | None:
+        """The live leader with the highest term, if any."""
+        best, best_term = None, -1
+        for n in self.live():
+            role, term = _role_term(n.raw)
+            if role == Role.LEADER and term > best_term:
+                best, best_term = n, term
+        return best
+
+    def _config(self, node: SimNode, applied: int) -> Any:
+        return Config(
+            id=node.id,
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            max_size_per_msg=self.max_size_per_msg,
+            max_inflight_msgs=self.max_inflight_msgs,
+            check_quorum=True,
+            pre_vote=True,
+            applied=applied,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
+
+    def _start(self, node: SimNode) -> None:
+        """(Re)build the node's volatile state from its storage alone."""
+        snap = node.storage.snapshot()
+        node.sm = StateMachine.from_snapshot(snap)
+        _, node.conf_state = node.storage.initial_state()
+        node.ready_to_serve = []
+        node.raw = RawNode(self._config(node, node.sm.applied), node.storage)
+        self._observe(node)
+
+    def _observe(self, node: SimNode) -> None:
+        role, term = _role_term(node.raw)
+        self.checker.observe_role(node.id, role, term)
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        to = self.nodes.get(msg.to)
+        if to is None or to.removed:
+            self.log(f"lost {_fmt(msg)} (no such node)")
+            self._on_lost(msg)
+            return
+        ok = self.net.send(msg, self.now)
+        if not ok:
+            self.stats["dropped"] += 1
+            self._on_lost(msg)
+
+    def _on_lost(self, msg: Message) -> None:
+        """Tell the sender what its transport would notice: a snapshot that did not arrive
+        (always: raft waits for this report), sometimes an unreachable peer."""
+        sender = self.nodes.get(msg.frm)
+        if sender is None or sender.raw is None:
+            return
+        if msg.type == MessageType.SNAP:
+            sender.raw.report_snapshot(msg.to, False)
+        elif self.rates.unreachable and self.rng.random() < self.rates.unreachable:
+            sender.raw.report_unreachable(msg.to)
+
+    def handle_ready(self, node: SimNode, crash_at: Stage | None = None) -> bool:
+        """Drive one Ready of `node` through the stages; crash at `crash_at` if given.
+        Returns False if the node crashed."""
+        raw = node.raw
+        rd: Ready = raw.ready()
+        ck = self.checker
+        role_before, term_before = _role_term(raw)
+        if rd.soft_state is not None:
+            ck.observe_role(node.id, rd.soft_state.role, term_before)
+        if rd.hard_state is not None:
+            ck.observe_commit(rd.hard_state.commit, rd.hard_state.term)
+        # 1. messages that do not wait for persistence
+        for m in rd.messages:
+            self._send(m)
+        if crash_at == Stage.BEFORE_PERSIST:
+            return self._crash(node, crash_at)
+        # 2. persist: snapshot, entries, hard state
+        st = node.storage
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            if role_before == Role.LEADER:
+                raise InvariantViolation(
+                    "leader_append_only", f"leader {node.id} installs a snapshot"
+                )
+            ck.observe_snapshot(node.id, rd.snapshot)
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            if role_before == Role.LEADER and rd.soft_state is None:
+                if rd.entries[0].index <= st.last_index():
+                    raise InvariantViolation(
+                        "leader_append_only",
+                        f"leader {node.id} (term {term_before}) rewrites its log from index "
+                        f"{rd.entries[0].index} (last {st.last_index()})",
+                    )
+            ck.observe_append(node.id, st, rd.entries)
+            st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        if crash_at == Stage.AFTER_PERSIST:
+            return self._crash(node, crash_at)
+        # 3. messages that had to wait for persistence
+        for m in rd.persisted_messages:
+            self._send(m)
+        if crash_at == Stage.AFTER_SEND:
+            return self._crash(node, crash_at)
+        # 4. apply
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            node.sm = StateMachine.from_snapshot(rd.snapshot)
+            node.conf_state = rd.snapshot.metadata.conf_state
+            ck.check_snapshot_state(node.id, node.sm)
+            self.log(f"n{node.id} installs snapshot {rd.snapshot.metadata.index}")
+            self.stats["snapshots_installed"] += 1
+        cut = (
+            self.rng.randrange(len(rd.committed_entries) + 1)
+            if crash_at == Stage.MID_APPLY
+            else None
+        )
+        for i, e in enumerate(rd.committed_entries):
+            if cut is not None and i == cut:
+                return self._crash(node, crash_at)
+            self._apply(node, e, term_before)
+        if cut is not None:
+            return self._crash(node, crash_at)
+        # 5. reads
+        for rs in rd.read_states:
+            node.ready_to_serve.append((rs.index, rs.context))
+        self._serve_reads(node)
+        if crash_at == Stage.BEFORE_ADVANCE:
+            return self._crash(node, crash_at)
+        raw.advance(rd)
+        self._observe(node)
+        return True
+
+    def _apply(self, node: SimNode, e: Entry, term_now: int) -> None:
+        first = self.checker.observe_apply(node, e, term_now)
+        self.stats["applied"] += 1
+        node.sm.applied = e.index
+        if e.type == EntryType.CONF_CHANGE:
+            cc = _decode_conf_change(e)
+            node.conf_state = node.raw.apply_conf_change(cc)
+            if first:
+                self._conf_committed(cc)
+        elif e.data:
+            put = decode_put(e.data)
+            if put is not None:
+                node.sm.kv[put[0]] = put[1]
+
+    def _conf_committed(self, cc: ConfChange) -> None:
+        """The first node to apply a membership change acts on it cluster-wide: the new node
+        is started (an operator starts it once the change is committed), a removed node is
+        shut down for good."""
+        voters = set(self.conf.voters)
+        learners = set(self.conf.learners)
+        nid = cc.node_id
+        if cc.type == ConfChangeType.ADD_VOTER:
+            voters.add(nid)
+            learners.discard(nid)
+        elif cc.type == ConfChangeType.ADD_LEARNER:
+            learners.add(nid)
+            voters.discard(nid)
+        else:
+            voters.discard(nid)
+            learners.discard(nid)
+        self.conf = ConfState(voters=tuple(sorted(voters)), learners=tuple(sorted(learners)))
+        self.stats["conf_changes_committed"] += 1
+        self.log(f"conf committed {cc.type.name} {nid} -> voters={self.conf.voters} "
+                 f"learners={self.conf.learners}")
+        if cc.type != ConfChangeType.REMOVE_NODE and nid not in self.nodes:
+            node = SimNode(nid, self.storage_factory(nid))
+            self.nodes[nid] = node
+            self._start(node)
+        elif cc.type == ConfChangeType.REMOVE_NODE and nid in self.nodes:
+            gone = self.nodes[nid]
+            gone.removed = True
+            self._pending_shutdown.append(gone)
+
+    def _serve_reads(self, node: SimNode) -> None:
+        if not node.ready_to_serve:
+            return
+        keep = []
+        for index, ctx in node.ready_to_serve:
+            if index > node.sm.applied:
+                keep.append((index, ctx))
+                continue
+            read = self.reads.pop(ctx, None)
+            if read is None or read.node_id != node.id:
+                continue  # not ours, or served already (a duplicated response)
+            self.checker.read_served(node.id, read, index, node.sm)
+            self.stats["reads_served"] += 1
+            self.log(f"n{node.id} serves read {ctx.decode()} {read.key}={node.sm.kv.get(read.key)}"
+                     f" at index {index} (applied {node.sm.applied}, floor {read.floor_commit})")
+        node.ready_to_serve = keep
+
+    def drain(self, node: SimNode, limit: int = 16) -> None:
+        """Handle Readies until none is left (bounded)."""
+        for _ in range(limit):
+            if node.raw is None or not node.raw.has_ready():
+                break
+            self.handle_ready(node)
+        self._shutdown_removed()
+
+    def drain_all(self) -> None:
+        for node in list(self.nodes.values()):
+            self.drain(node)
+
+    def _shutdown_removed(self) -> None:
+        while self._pending_shutdown:
+            gone = self._pending_shutdown.pop()
+            if gone.raw is not None:
+                self.log(f"n{gone.id} shut down (removed)")
+            gone.raw = None
+            self.net.forget(gone.id)
+            for ctx in [c for c, r in self.reads.items() if r.node_id == gone.id]:
+                del self.reads[ctx]
+
+    # -- operations (the hypothesis rules call these) ------------------------------------
+
+    def tick(self, node: SimNode) -> None:
+        if node.raw is None:
+            return
+        node.raw.tick()
+        self._observe(node)
+
+    def deliver(self, msg: Message, *, handle_ready: bool = True) -> None:
+        node = self.nodes.get(msg.to)
+        if node is None or node.raw is None or node.removed:
+            self._on_lost(msg)  # the transport notices the peer is down
+            return
+        if self.net.blocked(msg.frm, msg.to):
+            self.stats["cut"] += 1
+            self._on_lost(msg)
+            return
+        self.log(f"deliver {_fmt(msg)}")
+        if msg.type == MessageType.SNAP:
+            sender = self.nodes.get(msg.frm)
+            if sender is not None and sender.raw is not None:
+                sender.raw.report_snapshot(msg.to, True)
+        node.raw.step(msg)
+        self.stats["delivered"] += 1
+        self._observe(node)
+        if handle_ready:
+            self.drain(node)
+
+    def crash(self, node: SimNode, stage: Stage | None = None) -> None:
+        """Crash `node`; with a stage and a pending Ready, half-way through that Ready."""
+        if node.raw is None:
+            return
+        if stage is not None and node.raw.has_ready():
+            self.handle_ready(node, crash_at=stage)
+            self._shutdown_removed()
+        if node.raw is not None:
+            self._crash(node, None)
+
+    def _crash(self, node: SimNode, stage: Stage | None) -> bool:
+        self.log(f"n{node.id} CRASH" + (f" at {stage.name}" if stage is not None else ""))
+        self.stats["crashes"] += 1
+        if stage is not None:
+            self.stats["crashes_mid_ready"] += 1
+        node.raw = None
+        node.ready_to_serve = []
+        for ctx in [c for c, r in self.reads.items() if r.node_id == node.id]:
+            del self.reads[ctx]
+        if self.reopen is not None:
+            node.storage = self.reopen(node.id, node.storage)
+        self.checker.check_durable(node)
+        return False
+
+    def restart(self, node: SimNode) -> None:
+        if node.raw is not None or node.removed:
+            return
+        self.log(f"n{node.id} restart")
+        self.stats["restarts"] += 1
+        self._start(node)
+        self.drain(node)
+
+    def propose(self, node: SimNode, key: str | None = None) -> str | None:
+        """Propose a write of a fresh value; returns the value, or None if dropped."""
+        if node.raw is None:
+            return None
+        key = key if key is not None else self.rng.choice(KEYS)
+        self._op += 1
+        value = f"w{self._op}"
+        try:
+            node.raw.propose(encode_put(key, value))
+        except ProposalDropped:
+            self.stats["proposals_dropped"] += 1
+            return None
+        self.stats["proposals"] += 1
+        self.log(f"n{node.id} propose {key}={value}")
+        self.drain(node)
+        return value
+
+    def read(self, node: SimNode, key: str | None = None) -> bytes | None:
+        if node.raw is None:
+            return None
+        key = key if key is not None else self.rng.choice(KEYS)
+        self._op += 1
+        ctx = f"r{self._op}".encode()
+        read = PendingRead(node.id, key, ctx, self.checker.read_began(), self.now)
+        try:
+            node.raw.read_index(ctx)
+        except RaftError:
+            return None
+        self.reads[ctx] = read
+        self.stats["reads"] += 1
+        self.log(f"n{node.id} read {ctx.decode()} {key} (floor {read.floor_commit})")
+        self.drain(node)
+        return ctx
+
+    def conf_change(self, node: SimNode, cc: ConfChange) -> bool:
+        if node.raw is None:
+            return False
+        try:
+            node.raw.propose_conf_change(cc)
+        except (ProposalDropped, ConfChangeError) as e:
+            self.log(f"n{node.id} conf change {cc.type.name} {cc.node_id} refused: {e!r}")
+            return False
+        self.stats["conf_changes"] += 1
+        self.log(f"n{node.id} propose conf change {cc.type.name} {cc.node_id}")
+        self.drain(node)
+        return True
+
+    def random_conf_change(self) -> ConfChange | None:
+        """Learner-first: add a learner (a fresh id), promote a learner, remove a learner or
+        a voter (keeping at least three voters)."""
+        voters, learners = list(self.conf.voters), list(self.conf.learners)
+        options: list[ConfChange] = []
+        if len(voters) + len(learners) < self.max_nodes:
+            options.append(ConfChange(ConfChangeType.ADD_LEARNER, self.next_id))
+        for lid in learners:
+            options.append(ConfChange(ConfChangeType.ADD_VOTER, lid))
+            options.append(ConfChange(ConfChangeType.REMOVE_NODE, lid))
+        if len(voters) > 3:
+            for vid in voters:
+                options.append(ConfChange(ConfChangeType.REMOVE_NODE, vid))
+        if not options:
+            return None
+        cc = self.rng.choice(options)
+        return cc
+
+    def propose_conf_change(self, node: SimNode, cc: ConfChange) -> bool:
+        ok = self.conf_change(node, cc)
+        if ok and cc.type == ConfChangeType.ADD_LEARNER and cc.node_id == self.next_id:
+            self.next_id += 1
+        return ok
+
+    def transfer(self, node: SimNode, to: int) -> None:
+        if node.raw is None:
+            return
+        self.log(f"n{node.id} transfer leadership to {to}")
+        self.stats["transfers"] += 1
+        node.raw.transfer_leader(to)
+        self.drain(node)
+
+    def compact(self, node: SimNode) -> None:
+        """Snapshot the applied state and drop a random prefix of the log."""
+        if node.raw is None:
+            return
+        st = node.storage
+        applied = node.sm.applied
+        first = st.first_index()
+        if applied < first:
+            return
+        snap_index = st.snapshot().metadata.index
+        if applied > snap_index:
+            st.create_snapshot(applied, node.conf_state, node.sm.snapshot_data())
+            # The configuration in force at the snapshot: a restart starts from the snapshot
+            # and re-applies the committed entries after it (the applied index is volatile).
+            st.set_conf_state(node.conf_state)
+        upto = self.rng.randint(first, applied)
+        st.compact(upto)
+        self.stats["compactions"] += 1
+        self.log(f"n{node.id} compact to {upto} (snapshot at {applied})")
+
+    def partition_random(self) -> None:
+        ids = [n.id for n in self.nodes.values() if not n.removed]
+        self.rng.shuffle(ids)
+        if len(ids) < 2:
+            return
+        cut = self.rng.randint(1, len(ids) - 1)
+        groups = [set(ids[:cut]), set(ids[cut:])]
+        one_way = self.rng.random() < 0.3
+        self.net.partition(groups, one_way)
+        self.stats["partitions"] += 1
+        self.log(f"partition {sorted(groups[0])} {'->' if one_way else '|'} {sorted(groups[1])}")
+
+    def heal_network(self) -> None:
+        if self.net.cut:
+            self.log("heal network")
+        self.net.heal()
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The checks that need every node's storage to hold its whole log (quiet points)."""
+        for node in self.live():
+            role, term = _role_term(node.raw)
+            self.checker.observe_role(node.id, role, term)
+            if role == Role.LEADER:
+                self.checker.check_leader(node.id, term, node.storage)
+
+    def quiet(self) -> bool:
+        return all(not n.raw.has_ready() for n in self.live())
+
+
+def _fmt(m: Message) -> str:
+    s = f"{m.type.name} {m.frm}->{m.to} t{m.term}"
+    if m.type in (MessageType.APP, MessageType.SNAP):
+        s += f" i{m.index}/{m.log_term} n{len(m.entries)} c{m.commit}"
+        if m.snapshot is not None:
+            s += f" snap{m.snapshot.metadata.index}"
+    elif m.type in (MessageType.APP_RESP,):
+        s += f" i{m.index}" + (f" REJ hint{m.reject_hint}" if m.reject else "")
+    elif m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+        s += f" last{m.index}/{m.log_term}"
+    elif m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+        s += " REJ" if m.reject else " ok"
+    elif m.type == MessageType.HEARTBEAT:
+        s += f" c{m.commit}"
+    if m.context:
+        s += f" ctx={m.context.decode(errors='replace')}"
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded schedules
+
+
+@dataclass(slots=True)
+class SimResult:
+    seed: int
+    rates: FaultRates
+    ticks: int
+    stats: collections.Counter[str]
+
+
+def fault_step(c: Cluster) -> None:
+    """One tick of the fault phase: time, delivery, faults and client operations drawn from
+    the per-seed rates, then every pending Ready is handled and the invariants checked."""
+    r, rng = c.rates, c.rng
+    c.now += 1
+    for node in c.live():
+        if r.skip_tick and rng.random() < r.skip_tick:
+            continue
+        c.tick(node)
+    for msg in c.net.take_due(c.now):
+        c.deliver(msg, handle_ready=not (r.defer_ready and rng.random() < r.defer_ready))
+    # Faults strike while some Readies may still be pending (ticks, deferred deliveries).
+    if r.partition and rng.random() < r.partition:
+        c.partition_random()
+    if c.net.cut and rng.random() < r.heal:
+        c.heal_network()
+    if r.crash and rng.random() < r.crash:
+        live = c.live()
+        if live:
+            victim = rng.choice(live)
+            mid = rng.random() < r.crash_mid_ready
+            c.crash(victim, rng.choice(list(Stage)) if mid else None)
+    for node in list(c.nodes.values()):
+        if node.raw is None and not node.removed and rng.random() < r.restart:
+            c.restart(node)
+    live = c.live()
+    if live and rng.random() < r.propose:
+        leader = c.leader()
+        c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live))
+    if live and r.read and rng.random() < r.read:
+        c.read(rng.choice(c.live() or live))
+    if r.conf_change and rng.random() < r.conf_change:
+        leader = c.leader()
+        cc = c.random_conf_change()
+        if leader is not None and cc is not None:
+            c.propose_conf_change(leader, cc)
+    if r.transfer and rng.random() < r.transfer:
+        leader = c.leader()
+        if leader is not None:
+            targets = [v for v in c.conf.voters if v != leader.id]
+            if targets:
+                c.transfer(leader, rng.choice(targets))
+    if r.compact and rng.random() < r.compact:
+        live = c.live()
+        if live:
+            c.compact(rng.choice(live))
+    c.drain_all()
+    c.check()
+
+
+def quiet_step(c: Cluster) -> None:
+    """One tick without faults (the liveness phase)."""
+    c.now += 1
+    for node in c.live():
+        c.tick(node)
+    for msg in c.net.take_due(c.now):
+        c.deliver(msg)
+    c.drain_all()
+    c.check()
+
+
+def heal(c: Cluster) -> None:
+    """End every fault: reconnect the network, stop losing messages, restart crashed nodes."""
+    c.log("HEAL: network, losses off, restart all")
+    c.heal_network()
+    c.net.lossless = True
+    for node in list(c.nodes.values()):
+        if node.raw is None and not node.removed:
+            c.restart(node)
+    c.drain_all()
+
+
+def check_liveness(c: Cluster, *, writes: int = 3, bound_ticks: int | None = None) -> int:
+    """After `heal`: a leader emerges and `writes` fresh proposals apply on every live member
+    within `bound_ticks`; then every member's state equals the committed log. Returns the
+    ticks it took."""
+    bound = bound_ticks if bound_ticks is not None else 60 * c.election_tick
+    start = c.now
+    pending: dict[str, int] = {}  # value -> tick it was (re)proposed at
+    repropose_ticks = 4 * c.election_tick
+    done_values: list[str] = []
+    while True:
+        if c.now - start > bound:
+            leader = c.leader()
+            raise InvariantViolation(
+                "liveness",
+                f"after healing at t={start}, {c.now - start} ticks: leader="
+                f"{leader.id if leader else None}, writes not applied everywhere: "
+                f"{sorted(pending)}; members {c.members()} applied "
+                f"{ {n.id: n.sm.applied for n in c.live()} }",
+            )
+        leader = c.leader()
+        if leader is not None:
+            while len(done_values) + len(pending) < writes:
+                v = c.propose(leader, KEYS[len(pending) % len(KEYS)])
+                if v is None:
+                    break
+                pending[v] = c.now
+            for v, at in list(pending.items()):
+                if v in c.checker.write_index:
+                    continue
+                if c.now - at >= repropose_ticks:  # lost with a leader change: propose again
+                    del pending[v]
+        members = [c.nodes[i] for i in c.members() if i in c.nodes]
+        for v in list(pending):
+            idx = c.checker.write_index.get(v)
+            if idx is not None and all(m.raw is not None and m.sm.applied >= idx for m in members):
+                del pending[v]
+                done_values.append(v)
+        if len(done_values) >= writes and not pending:
+            break
+        quiet_step(c)
+    # Every member converged on the committed log; nothing committed was lost.
+    for m in members:
+        c.checker.check_snapshot_state(m.id, m.sm)
+        c.checker.check_durable(m)
+    return c.now - start
+
+
+def run_seed(
+    seed: int,
+    *,
+    nodes: int = 3,
+    steps: int = 300,
+    storage_factory: StorageFactory = memory_storage,
+    reopen: Callable[[int, Any], Any] | None = None,
+    rates: FaultRates | None = None,
+    liveness: bool = True,
+    rounds: int = 1,
+) -> SimResult:
+    """Run one seeded schedule: `rounds` times a fault phase of `steps` ticks followed by a
+    liveness phase. Raises `SimulationFailure` on any invariant violation or core error."""
+    rng = random.Random(seed)
+    rates = rates if rates is not None else FaultRates.draw(rng)
+    c: Cluster | None = None
+    try:
+        c = Cluster(
+            nodes, seed=rng.getrandbits(64), rates=rates, storage_factory=storage_factory,
+            reopen=reopen,
+        )
+        for _ in range(rounds):
+            c.net.lossless = False
+            for _ in range(steps):
+                fault_step(c)
+            if liveness:
+                heal(c)
+                check_liveness(c)
+    except Exception as e:  # any core exception is a failure too
+        trace = list(c.trace) if c is not None else []
+        raise SimulationFailure(seed, e, trace, rates) from e
+    return SimResult(seed, rates, c.now, c.stats)
