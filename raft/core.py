@@ -122,6 +122,7 @@ class Raft:
         self.need_bcast = False
         self.pending_reads: dict[bytes, _PendingRead] = {}  # insertion order = commit order
         self.reads_waiting_for_commit: list[tuple[bytes, int]] = []
+        self.transfer_campaign_pending = False
         self._set_conf(conf_state)
         if hard_state.commit:
             self.log.commit_to(min(hard_state.commit, self.log.last_index()))
@@ -167,12 +168,11 @@ class Raft:
         if self.role != LEADER:
             return conf
         if self.id not in self.voters:
-            # Removed or demoted: tell followers the commit index (so they know the change
-            # committed), then step down; the rest elect a leader among themselves.
-            for node in self.prs:
-                if node != self.id:
-                    self.send_append(node)
-            self.become_follower(self.term, NONE)
+            # Removed or demoted: hand leadership over (see _hand_over) instead of just
+            # stepping down. The remaining voters may not know yet that the change
+            # committed, and our log may be the only complete one: without us they could
+            # neither elect a leader (our vote rejects their shorter logs) nor replace us.
+            self._hand_over()
             return conf
         if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
             self.abort_leader_transfer()
@@ -208,6 +208,7 @@ class Raft:
         self.need_bcast = False
         self.pending_reads = {}
         self.reads_waiting_for_commit = []
+        self.transfer_campaign_pending = False
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -238,7 +239,8 @@ class Raft:
         own = self.prs.get(self.id)
         if own is not None:
             own.become_replicate()
-            own.match = self.log.stable_last()
+            # Only what is durable counts toward a quorum (a pending snapshot is not).
+            own.match = self.log.stable_last() if self.log.snapshot is None else 0
             own.next = self.log.last_index() + 1
         # An empty entry of the new term: committing it commits everything before (§5.4.2),
         # and until then no membership change and no read is served.
@@ -272,6 +274,8 @@ class Raft:
                     return
             if self.lead_transferee != NONE:
                 self.abort_leader_transfer()
+            if self.id not in self.voters:
+                self._hand_over()  # the previous attempt did not finish: try again
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             last_read = next(reversed(self.pending_reads), b"") if self.pending_reads else b""
@@ -298,7 +302,11 @@ class Raft:
         log = self.log
         if log.applied < log.committed and log.has_conf_change_between(log.applied + 1,
                                                                        log.committed + 1):
-            return  # our configuration is about to change: wait until it is applied
+            # Our configuration is about to change: wait until it is applied. A transfer's
+            # campaign is only deferred (to on_persisted), or the handover would stall.
+            self.transfer_campaign_pending = transfer
+            return
+        self.transfer_campaign_pending = False
         if transfer:
             self.campaign(VOTE, CAMPAIGN_TRANSFER)
         elif self.cfg.pre_vote:
@@ -563,6 +571,8 @@ class Raft:
 
     def on_persisted(self, hard_state: HardState | None) -> None:
         """The driver made a Ready durable (called by RawNode.advance)."""
+        if self.transfer_campaign_pending and self.role == FOLLOWER:
+            self.hup(transfer=True)
         if (self.role == CANDIDATE and hard_state is not None and hard_state.term == self.term
                 and hard_state.vote == self.id):
             result = self.poll(self.id, True)
@@ -641,8 +651,8 @@ class Raft:
             raise ProposalDropped(f"not the leader (leader is {self.lead or 'unknown'})")
         if self.lead_transferee != NONE:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
-        if self.id not in self.prs:
-            raise ProposalDropped("this node is no longer a member")
+        if self.id not in self.voters:
+            raise ProposalDropped("this node is no longer a voter")
         limit = self.cfg.max_uncommitted_size
         if limit:
             size = sum(len(d) for d in datas) + ENTRY_OVERHEAD * len(datas)
@@ -747,3 +757,17 @@ class Raft:
 
     def abort_leader_transfer(self) -> None:
         self.lead_transferee = NONE
+
+    def _hand_over(self) -> None:
+        """A leader that is no longer a voter transfers leadership to the most up-to-date
+        voter (retried each election timeout while it is still leader)."""
+        if self.lead_transferee != NONE or not self.voters:
+            return
+        prs = self.prs
+        best = max(sorted(self.voters), key=lambda n: (prs[n].recent_active, prs[n].match))
+        self.election_elapsed = 0
+        self.lead_transferee = best
+        if prs[best].match == self.log.last_index():
+            self.msgs.append(Message(TIMEOUT_NOW, best, self.id, self.term))
+        else:
+            self.send_append(best)

@@ -158,7 +158,10 @@ class RawNode:
         r.step(Message(MessageType.UNREACHABLE, r.id, node))
 
     def report_snapshot(self, node: int, ok: bool) -> None:
-        """The transport finished sending a SNAP message to `node` (ok) or gave up."""
+        """The transport finished sending a SNAP message to `node` (ok) or gave up.
+
+        The driver MUST report the outcome of every SNAP message of a Ready (also when it
+        drops it): until then the leader sends `node` nothing but heartbeats."""
         r = self.raft
         r.step(Message(MessageType.SNAP_STATUS, r.id, node, reject=not ok))
 

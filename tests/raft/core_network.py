@@ -20,6 +20,7 @@ from raft import (
     EntryType,
     MemoryStorage,
     Message,
+    MessageType,
     RawNode,
     Role,
 )
@@ -131,11 +132,17 @@ class Network:
                 delivered += 1
                 if delivered > max_messages:
                     raise AssertionError("network did not quiesce")
-                if (m.frm, m.to) in self.cut_links or m.to not in self.nodes:
-                    continue
-                if self.filter is not None and not self.filter(m):
+                if ((m.frm, m.to) in self.cut_links or m.to not in self.nodes
+                        or self.filter is not None and not self.filter(m)):
+                    self.report(m, False)
                     continue
                 self.nodes[m.to].step(m)
+                self.report(m, True)
+
+    def report(self, m: Message, delivered: bool) -> None:
+        """What a transport does: report the outcome of every snapshot it was asked to send."""
+        if m.type == MessageType.SNAP and m.frm in self.nodes:
+            self.nodes[m.frm].report_snapshot(m.to, delivered)
 
     def tick(self, nodes=None, times: int = 1) -> None:
         for _ in range(times):

@@ -585,17 +585,25 @@ def test_membership_remove_follower_shrinks_quorum():
     assert net.applied[1] == net.applied[2] == [b"a"]
 
 
-def test_membership_removed_leader_steps_down_and_others_elect():
+def test_membership_removed_leader_hands_over_leadership():
     net = Network()
     net.elect(1)
-    net.change(1, ConfChange(ConfChangeType.REMOVE_NODE, 1))
+    net.cut(1, 3)
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 1))
+    net.nodes[1].propose(b"x")  # after the change: only 1 and 2 will have it
+    net.deliver()
+    # 1 applied its removal; 3 may not even know it committed. 1 transfers leadership to the
+    # most up-to-date voter instead of leaving 2 and 3 to elect without its vote.
+    assert net.nodes[2].role == Role.LEADER and net.nodes[2].term == 3
+    net.tick(nodes=[1], times=1)  # its next heartbeat learns of term 3
     assert net.nodes[1].role == Role.FOLLOWER
-    assert net.nodes[2].status().conf_state.voters == (2, 3)
-    net.tick(times=30)
-    leader = net.leader()
-    assert leader in (2, 3)
-    net.propose(leader, b"after")
-    assert net.applied[2] == net.applied[3] == [b"after"]
+    assert net.leader() == 2
+    net.heal()
+    net.propose(2, b"after")
+    assert net.applied[2] == net.applied[3] == [b"x", b"after"]
+    assert net.nodes[3].status().conf_state.voters == (2, 3)
+    with pytest.raises(ProposalDropped):
+        net.nodes[1].propose(b"no longer a member")
     net.tick(nodes=[1], times=50)
     assert net.nodes[1].role == Role.FOLLOWER  # a removed node never campaigns
 
@@ -708,10 +716,12 @@ def test_snapshot_failed_send_is_retried():
     net.propose(1, b"a")
     compact(net, 1)
     net.restart(3)
-    net.filter = lambda m: m.type != T.SNAP  # the transfer fails
-    net.tick(times=2)
-    assert net.nodes[1].status().progress[3].state == ProgressState.SNAPSHOT
-    net.nodes[1].report_snapshot(3, False)
+    net.filter = lambda m: m.type != T.SNAP  # the transport fails (and reports it)
+    net.sent.clear()
+    net.tick(times=4)
+    snaps = [m for m in net.sent if m.type == T.SNAP]
+    assert len(snaps) >= 2  # retried after each reported failure (once per heartbeat)
+    assert net.applied[3] == []
     net.filter = None
     net.tick(times=3)
     assert net.applied[3] == [b"a"]
