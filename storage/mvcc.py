@@ -204,12 +204,14 @@ def gc(txn, data_db, bucket: int, before_ts: int, max_work: int, cursor: bytes |
         # tombstone goes too, but last, so that a pass cut short never uncovers older data.
         tomb = cur.key() if keys.is_tombstone(cur.value()) else None
         ok = cur.next()
+        progress = 0
         while ok:
             k = cur.key()
             if k[:-8] != stem:
                 break
-            if work >= max_work:
+            if work >= max_work and progress:
                 return stem, deleted  # resume this key (its kept versions come first)
+            progress += 1
             cur.delete()
             deleted += 1
             work += 1
