@@ -8,7 +8,7 @@ CONF_CHANGE entry codec `encode_conf_change` / `decode_conf_change`.
 from .config import Config
 from .confchange import decode_conf_change, encode_conf_change
 from .progress import ProgressState
-from .rawnode import PeerStatus, RawNode, Status
+from .rawnode import MalformedMessage, PeerStatus, RawNode, Status
 from .storage import (
     MemoryStorage,
     SnapshotOutOfDate,
@@ -46,7 +46,7 @@ __all__ = [
     "Entry", "EntryType", "HardState", "Message", "MessageType", "ProposalDropped",
     "RaftError", "ReadState", "Ready", "Role", "Snapshot", "SnapshotMetadata",
     "SnapshotTemporarilyUnavailable", "SoftState", "Storage", "StorageError", "Unavailable",
-    "Config", "RawNode", "Status", "PeerStatus", "ProgressState", "MemoryStorage",
+    "Config", "MalformedMessage", "RawNode", "Status", "PeerStatus", "ProgressState", "MemoryStorage",
     "SnapshotOutOfDate", "bootstrap_snapshot", "entry_size", "encode_conf_change",
     "decode_conf_change",
 ]

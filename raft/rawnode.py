@@ -50,6 +50,32 @@ from .types import (
 )
 
 
+class MalformedMessage(RaftError, ValueError):
+    """A peer sent a message that no correct peer sends (the caller should drop it)."""
+
+
+_MESSAGE_TYPES = frozenset(MessageType)
+
+
+def _check_message(m: Message) -> None:
+    """Cheap shape checks, so that a bad peer gets an error instead of corrupting state."""
+    if m.type not in _MESSAGE_TYPES:
+        raise MalformedMessage(f"unknown message type {m.type!r}")
+    if m.frm <= 0 or m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
+        raise MalformedMessage(f"negative or missing field in {m.type!r} from {m.frm}")
+    ents = m.entries
+    if ents:
+        if m.type != MessageType.APP:
+            raise MalformedMessage(f"{m.type!r} carries entries")
+        first, last = ents[0].index, ents[-1].index
+        if first != m.index + 1 or last != m.index + len(ents):
+            raise MalformedMessage(f"append at {m.index} carries entries {first}..{last}")
+        if ents[0].term < m.log_term or ents[-1].term > m.term:
+            raise MalformedMessage("append entries' terms out of order")
+    if m.type == MessageType.SNAP and (m.snapshot is None or m.snapshot.is_empty()):
+        raise MalformedMessage("snapshot message without a snapshot")
+
+
 @dataclass(slots=True, frozen=True)
 class PeerStatus:
     """What the leader knows of one peer."""
@@ -109,6 +135,7 @@ class RawNode:
         t = message.type
         if message.frm == r.id and t != MessageType.SNAP_STATUS and t != MessageType.UNREACHABLE:
             return
+        _check_message(message)
         r.step(message)
 
     def propose(self, data: bytes) -> None:
@@ -143,7 +170,9 @@ class RawNode:
         once this node may serve it after applying `index`. On a follower the request is
         forwarded to the leader; raises ProposalDropped if no leader is known. A request is
         silently dropped if leadership changes before it completes (the driver times out and
-        retries). `context` must be unique among pending reads."""
+        retries). `context` must be non-empty and unique among pending reads."""
+        if not context:
+            raise ValueError("read_index needs a non-empty context")
         self.raft.read_index(context)
 
     def transfer_leader(self, to: int) -> bool:

@@ -27,8 +27,13 @@ from raft import (
 
 
 class Network:
-    def __init__(self, voters=(1, 2, 3), learners=(), *, seed=0, **config) -> None:
+    def __init__(self, voters=(1, 2, 3), learners=(), *, seed=0, lazy_advance=False,
+                 **config) -> None:
         self.config = config
+        # lazy_advance: keep each Ready outstanding (persisted, sent, applied) and advance it
+        # only at the node's next processing, so steps and ticks land in between.
+        self.lazy_advance = lazy_advance
+        self.outstanding: dict[int, object] = {}
         self.seed = seed
         self.conf = ConfState(voters=tuple(voters), learners=tuple(learners))
         self.storages: dict[int, MemoryStorage] = {}
@@ -76,6 +81,7 @@ class Network:
         """Stop `node`: it loses all volatile state (storage keeps what was persisted)."""
         self.down.add(node)
         self.nodes.pop(node)
+        self.outstanding.pop(node, None)
 
     def restart(self, node: int) -> None:
         """Start `node` again from its storage and its (durable) applied state."""
@@ -90,6 +96,8 @@ class Network:
         rn = self.nodes[node]
         storage = self.storages[node]
         did = False
+        if node in self.outstanding:
+            rn.advance(self.outstanding.pop(node))
         for _ in range(100):
             if not rn.has_ready():
                 break
@@ -108,6 +116,9 @@ class Network:
                     self.applied[node].append(entry.data)
                 self.applied_index[node] = entry.index
             self.read_states[node].extend(rd.read_states)
+            if self.lazy_advance:
+                self.outstanding[node] = rd
+                break
             rn.advance(rd)
         else:
             raise AssertionError(f"node {node} never ran out of Ready")

@@ -39,9 +39,11 @@ class Checker:
                 self.reads_served += 1
 
 
-def run(seed: int, voters=(1, 2, 3), steps: int = 400, membership: bool = False) -> Checker:
+def run(seed: int, voters=(1, 2, 3), steps: int = 400, membership: bool = False,
+        lazy_advance: bool = False) -> Checker:
     rng = random.Random(seed)
-    net = Network(voters=voters, seed=seed, max_size_per_msg=200, max_inflight_msgs=4)
+    net = Network(voters=voters, seed=seed, max_size_per_msg=200, max_inflight_msgs=4,
+                  lazy_advance=lazy_advance)
     checker = Checker(net)
     if membership:
         net.add_node(len(voters) + 1)  # a spare node, empty until it is added
@@ -150,3 +152,8 @@ def test_random_schedule_five_nodes(seed):
 @pytest.mark.parametrize("seed", range(30))
 def test_random_schedule_with_membership_changes(seed):
     run(2000 + seed, membership=True)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_schedule_steps_between_ready_and_advance(seed):
+    run(3000 + seed, membership=seed % 2 == 0, lazy_advance=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raft import (
+    Message,
     Config,
     ConfChange,
     ConfChangeType,
@@ -110,3 +111,80 @@ def test_status_reports_leader_progress():
 def test_conf_change_codec_roundtrip():
     cc = ConfChange(ConfChangeType.ADD_LEARNER, 7, b"ctx")
     assert decode_conf_change(encode_conf_change(cc)) == cc
+
+
+def test_malformed_messages_are_refused_with_a_clear_error():
+    from raft import Entry, MalformedMessage, Message, Snapshot
+
+    node, _ = single_node()
+    bad = [
+        Message(MessageType.APP, 1, 2, 5, log_term=1, index=3, entries=(Entry(5, 9),)),
+        Message(MessageType.APP, 1, 2, 5, index=-1),
+        Message(MessageType.SNAP, 1, 2, 5, snapshot=Snapshot()),
+        Message(MessageType.VOTE, 1, 2, 5, entries=(Entry(5, 1),)),
+        Message(99, 1, 2, 5),
+    ]
+    for m in bad:
+        with pytest.raises(MalformedMessage):
+            node.step(m)
+    assert node.status().term == 1  # nothing changed
+    # Messages for someone else, or pretending to be from us, are ignored.
+    node.step(Message(MessageType.HEARTBEAT, 7, 2, 9))
+    node.step(Message(MessageType.HEARTBEAT, 1, 1, 9))
+    assert node.status().term == 1
+
+
+def test_read_index_needs_a_context():
+    node, _ = single_node()
+    with pytest.raises(ValueError):
+        node.read_index(b"")
+
+
+def test_commit_only_change_does_not_need_sync():
+    net = Network()
+    net.elect(1)
+    n2 = net.nodes[2]
+    net.nodes[1].propose(b"a")
+    rd1 = net.nodes[1].ready()
+    net.storages[1].persist_ready(rd1)
+    net.nodes[1].advance(rd1)
+    app = [m for m in rd1.messages if m.to == 2][0]
+    n2.step(app)
+    rd = n2.ready()
+    net.storages[2].persist_ready(rd)
+    n2.advance(rd)
+    n2.step(Message(MessageType.HEARTBEAT, 2, 1, n2.term, commit=3))
+    rd = n2.ready()
+    assert rd.hard_state.commit == 3 and not rd.must_sync and rd.entries == []
+    assert [e.data for e in rd.committed_entries] == [b"a"]
+    n2.advance(rd)
+
+
+def test_propose_many_is_one_batch():
+    net = Network()
+    net.elect(1)
+    net.sent.clear()
+    net.nodes[1].propose_many([b"a", b"b", b"c"])
+    net.deliver()
+    apps = [m for m in net.sent if m.type == MessageType.APP and m.to == 2 and m.entries]
+    assert len(apps) == 1 and [e.data for e in apps[0].entries] == [b"a", b"b", b"c"]
+    assert net.applied[3] == [b"a", b"b", b"c"]
+
+
+def test_restart_with_applied_index_does_not_reapply():
+    net = Network()
+    net.elect(1)
+    net.propose(1, b"a", b"b")
+    storage = net.storages[2]
+    node = RawNode(Config(2, applied=4), storage)
+    assert node.status().applied == 4 and node.status().commit == 4
+    assert not node.has_ready()
+    with pytest.raises(ValueError):
+        RawNode(Config(2, applied=99), storage)
+
+
+def test_config_is_validated():
+    for bad in (dict(id=0), dict(id=1, election_tick=1, heartbeat_tick=1),
+                dict(id=1, max_inflight_msgs=0)):
+        with pytest.raises(ValueError):
+            RawNode(Config(**bad), MemoryStorage())
