@@ -111,7 +111,7 @@ def markdown(results: list[dict], args, command: str) -> str:
              f"{'closed loop' if not args.rate else f'open loop at {args.rate:.0f} ops/s'}, "
              f"{args.duration:g} s measured after {args.warmup:g} s warm-up, reads {args.consistency}, "
              f"key choice {args.distribution or 'zipfian (workload default)'}.", "",
-             "| workload | store | ops/s | p50 ms | p99 ms | errors | kvstore ÷ store ops/s | kvstore ÷ store p99 |",
+             "| workload | store | ops/s | p50 ms | p99 ms | errors | kvstore ops/s ÷ store's | kvstore p99 ÷ store's (< 1: kvstore lower) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for wl in workloads:
         base = by.get(("kvstore", wl), {}).get("report")
@@ -200,6 +200,12 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(args.out_dir, "compare.json"), "w") as f:
         json.dump({"command": command, "results": results}, f, indent=1)
     if any("report" in r for r in results):
+        from kvstore.bench.report import plot_png
+
         plot(results, os.path.join(args.out_dir, "compare.png"))
+        for wl in dict.fromkeys(r["workload"] for r in results):
+            reps = [r["report"] for r in results if r["workload"] == wl and "report" in r]
+            if reps:
+                plot_png(reps, os.path.join(args.out_dir, f"timeline-{wl}.png"), title=f"workload {wl} over time")
     print(md)
     return 0

@@ -101,7 +101,10 @@ def merge_intervals(per_process: list[list[dict]], cfg) -> list[dict]:
         for iv in intervals:
             by_index.setdefault(iv["index"], []).append(iv)
     series = []
+    last = int((cfg.warmup_s + cfg.duration_s) / cfg.interval_s + 1e-9)
     for index in sorted(by_index):
+        if index >= last:  # the drain after the end: a partial interval, its rate is meaningless
+            continue
         ivs = by_index[index]
         ok: Counter = Counter()
         for iv in ivs:
