@@ -151,6 +151,7 @@ class Node:
         self.port = None
         self._stopping = False
         self._ticks = 0
+        self._again = False
         self._campaign_at_tick = None
 
     # -- start-up ---------------------------------------------------------------------------
@@ -392,6 +393,8 @@ class Node:
                 if not self._has_input():
                     with trio.move_on_after(next_tick - now):
                         await self._wake.wait()
+            else:
+                await trio.lowlevel.checkpoint()  # let connections run between busy turns
             # a snapshot install (or other local work) runs between turns
             while self._local_inbox:
                 fn = self._local_inbox.popleft()
@@ -417,6 +420,9 @@ class Node:
                 g.raw.campaign()
 
     def _has_input(self) -> bool:
+        if self._again:
+            self._again = False
+            return True
         if self._peer_inbox or self._local_inbox:
             return True
         for g in self.groups.values():
@@ -574,6 +580,10 @@ class Node:
             if g.ready_reads:
                 self._serve_reads(g)
             g.raw.advance(rd)
+            # advance() may make more work at once (the leader's own persist can commit):
+            # loop again without waiting for input or a tick
+            if not self._again and g.raw.has_ready():
+                self._again = True
         for g, m in snapshots_out:
             self._start_snapshot(g, m)
         await self._maybe_compact()
