@@ -655,6 +655,9 @@ class NodeStore:
         Clamped below any snapshot stream of the bucket that is running."""
         if max_keys < 1:
             raise InvalidInput("max_keys must be >= 1")
+        if before_ts <= 0:
+            return GcProgress(None, 0)  # no version is older than the beginning
+        before_ts = min(before_ts, keys.MAX_VERSION)
 
         def fn(txn):
             pins = self._pins.get(bucket)  # read under the write lock: see snapshot.stream
