@@ -5,6 +5,7 @@ this is the core's own quick smoke screen.)"""
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -21,6 +22,7 @@ class Checker:
         self.reads: list[tuple[int, bytes, int]] = []  # (node, context, min index)
         self.reads_served = 0
         self.changes = 0
+        self.compactions = 0
 
     def check(self) -> None:
         net = self.net
@@ -40,7 +42,7 @@ class Checker:
 
 
 def run(seed: int, voters=(1, 2, 3), steps: int = 400, membership: bool = False,
-        lazy_advance: bool = False) -> Checker:
+        lazy_advance: bool = False, compaction: bool = True) -> Checker:
     rng = random.Random(seed)
     net = Network(voters=voters, seed=seed, max_size_per_msg=200, max_inflight_msgs=4,
                   lazy_advance=lazy_advance)
@@ -83,7 +85,15 @@ def run(seed: int, voters=(1, 2, 3), steps: int = 400, membership: bool = False,
             leader = [n for n in nodes if net.nodes[n].role == Role.LEADER]
             if leader:
                 net.nodes[leader[0]].transfer_leader(rng.choice(list(voters)))
-        elif action < 0.74 and membership:
+        elif action < 0.76 and compaction:
+            node = rng.choice(nodes)
+            storage, index = net.storages[node], net.applied_index[node]
+            if index > storage.snapshot().metadata.index and index >= storage.first_index():
+                data = pickle.dumps(net.applied[node])
+                storage.create_snapshot(index, storage.conf_state, data)
+                storage.compact(index)
+                checker.compactions += 1
+        elif action < 0.78 and membership:
             leader = [n for n in nodes if net.nodes[n].role == Role.LEADER]
             if leader:
                 conf = net.nodes[leader[0]].status().conf_state
