@@ -99,7 +99,7 @@ class Cluster:
             )
             log.flush()
             node.proc = subprocess.Popen(
-                self.hosts.wrap(i, argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self.hosts.wrap(i, argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # Ctrl-C reaches the runner, which tears down in order
             )
             log.close()
