@@ -46,7 +46,7 @@ __all__ = [
     "Entry", "EntryType", "HardState", "Message", "MessageType", "ProposalDropped",
     "RaftError", "ReadState", "Ready", "Role", "Snapshot", "SnapshotMetadata",
     "SnapshotTemporarilyUnavailable", "SoftState", "Storage", "StorageError", "Unavailable",
-    "Config", "MalformedMessage", "RawNode", "Status", "PeerStatus", "ProgressState", "MemoryStorage",
-    "SnapshotOutOfDate", "bootstrap_snapshot", "entry_size", "encode_conf_change",
+    "Config", "MalformedMessage", "RawNode", "Status", "PeerStatus", "ProgressState",
+    "MemoryStorage", "SnapshotOutOfDate", "bootstrap_snapshot", "entry_size", "encode_conf_change",
     "decode_conf_change",
 ]
