@@ -31,7 +31,8 @@ SCANS = {"kvstore", "etcd"}  # stores with an ordered range scan (workload E)
 
 def make_system(name: str, base_dir: str, args) -> systems.System:
     if name == "kvstore":
-        return systems.KvstoreCluster(base_dir, buckets=args.kvstore_buckets)
+        return systems.KvstoreCluster(base_dir, buckets=args.kvstore_buckets,
+                                      extra_args=args.kvstore_args.split() if args.kvstore_args else None)
     if name == "etcd":
         return systems.EtcdCluster(base_dir)
     if name == "redis":
@@ -86,7 +87,21 @@ def run_compare(args) -> list[dict]:
                     pids = system.pids()
                     cpu0, t0 = _cpu_seconds(pids), time.monotonic()
                     progress = Progress(cfg)
-                    report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress, log=log))
+                    profiler = None
+                    if args.profile_dir and name in args.profile.split(","):
+                        from kvstore.bench.profiling import Profiler
+
+                        profiler = Profiler(pids, os.path.join(os.path.abspath(args.profile_dir), f"{name}-{wl}"))
+                    try:
+                        report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress, log=log))
+                    finally:
+                        if profiler is not None:
+                            from kvstore.bench.profiling import summarize
+
+                            for path in profiler.stop():
+                                with open(path[:-4] + "-summary.txt", "w") as f:
+                                    f.write(summarize(path) + "\n")
+                                log(f"profile: {path} (summary: {path[:-4]}-summary.txt)")
                     server_cpu = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
                     loaded = True
                     report["system"] = name
@@ -179,8 +194,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--workloads", default="W,B", help="comma-separated workload names (A,B,C,D,E,W)")
     p.add_argument("--kvstore-buckets", type=int, default=64)
+    p.add_argument("--kvstore-args", default="", help="extra `kvstore serve` arguments, e.g. '--tick-ms 50'")
     p.add_argument("--connections", type=int, default=4, help="redis/pysyncobj pipelined connections")
     p.add_argument("--out-dir", default="bench-results", help="where compare.md/.png/.json go")
+    p.add_argument("--profile-dir", help="record py-spy profiles of the servers of --profile systems here")
+    p.add_argument("--profile", default="kvstore", help="systems to profile (comma-separated)")
     add_load_arguments(p)
     p.set_defaults(duration=10.0, warmup=3.0)
     args = p.parse_args(argv)
@@ -188,6 +206,8 @@ def main(argv: list[str]) -> int:
     if bad:
         p.error(f"unknown systems {bad}; choose from {', '.join(SYSTEMS)}")
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
     command = "kvstore bench compare " + " ".join(argv)
     try:
         results = run_compare(args)

@@ -80,3 +80,16 @@ def test_progress_line_draws_once_all_processes_reported():
     p.on_interval(dict(view, ok={"read": 50, "update": 50}))
     assert tty.text.startswith("\r") and "200 ops/s" in tty.text and "errors 2" in tty.text
     p.finish()
+
+
+def test_profile_summary_separates_idle(tmp_path):
+    from kvstore.bench.profiling import summarize
+
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (a.py:1);run (trio/_core/_run.py:1);EpollIOManager.get_events (trio/_core/_io_epoll.py:243) 60\n"
+                   "main (a.py:1);work (b.py:2);commit (c.py:3) 30\n"
+                   "main (a.py:1);work (b.py:2) 10\n")
+    text = summarize(str(raw))
+    assert "100 samples, 60% idle" in text
+    assert "75.0%  commit (c.py:3)" in text
+    assert "100.0%  work (b.py:2)" in text
