@@ -24,6 +24,7 @@ from client.wire import FrameDecoder, Status, bucket_of, encode_frame
 class Reply:  # answer with this status and payload instead of the normal behaviour
     status: int
     payload: object = None
+    apply: bool = False  # apply the write first (e.g. a TIMEOUT for a write that did commit)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class FakeCluster:
         self.version = 0
         self.sessions: dict[tuple[int, int], tuple[int, object]] = {}
         self.applied: list[tuple[int, int]] = []  # (session, seq) of every applied write
+        self.applied_keys: list[bytes] = []  # the key of every applied write
         self.requests: list[tuple[int, str, dict]] = []
         self.frames: list[int] = []
         self.script = None
@@ -176,6 +178,8 @@ class FakeCluster:
                 scope.cancel()
             return
         if isinstance(action, Reply):
+            if action.apply:
+                self._normal(node, op, args)
             status, payload = action.status, action.payload
         else:
             status, payload = self._normal(node, op, args)
@@ -214,6 +218,7 @@ class FakeCluster:
             return Status.INVALID, error("stale seq")
         result = self._apply(op, args)
         self.applied.append((args["session"], args["seq"]))
+        self.applied_keys.append(args["key"])
         self.sessions[sess] = (args["seq"], result)
         return Status.OK, result
 

@@ -554,3 +554,76 @@ def test_slow_but_alive_leader_is_retried_in_place(fake):
             assert fake.store[b"k"] == (b"1", version)
 
     run(main)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_faults_never_misreport_an_outcome(fake, seed):
+    """Every write meets random faults. OK must mean applied once with that version;
+    Unavailable must mean never applied (checked after every delayed request has landed);
+    OutcomeUnknown may be either; each write is applied at most once."""
+    rng = random.Random(seed)
+
+    def script(node, op, args):
+        if op not in ("put", "get"):
+            return None
+        r = rng.random()
+        hint = rng.randrange(3)
+        refusals = [
+            Reply(Status.NOT_LEADER, error("moved", hint, fake.addrs[hint])),
+            Reply(Status.NOT_LEADER, error("no leader")),
+            Reply(Status.UNAVAILABLE, error("no quorum")),
+            Reply(Status.WRONG_BUCKET, error("stale map")),
+        ]
+        maybes = [
+            Reply(Status.TIMEOUT, error("timeout"), apply=r < 0.5),
+            Drop(apply=r < 0.5),
+            Silent(apply=r < 0.5),
+            Delay(rng.uniform(0.0, 0.6)),
+        ]
+        if args["key"].startswith(b"s"):  # phase 2: never succeeds, mostly refused
+            return rng.choice(maybes[:1] + maybes[3:]) if r < 0.05 else rng.choice(refusals)
+        return rng.choice([None, None, None, *refusals, *maybes])
+
+    outcomes = {}
+
+    async def main():
+        async with aclient(fake, timeout=1.0, attempt_timeout=0.25, rng=random.Random(seed)) as c:
+            await c.bucket_map()
+            fake.script = script
+
+            async def write(key):
+                key = key.encode()
+                try:
+                    outcomes[key] = ("ok", await c.put(key, b"v"))
+                except Unavailable:
+                    outcomes[key] = ("unavailable", None)
+                except OutcomeUnknown:
+                    outcomes[key] = ("unknown", None)
+
+            async def read(key):
+                try:
+                    assert await c.get(key) in (None, b"v")
+                except Unavailable:
+                    pass
+
+            async with trio.open_nursery() as nursery:  # phase 1: concurrent, every fault
+                for i in range(40):
+                    nursery.start_soon(write, f"k{i}")
+                    nursery.start_soon(read, f"k{i}")
+            async with trio.open_nursery() as nursery:  # phase 2: refusals, rare per-request faults
+                for i in range(12):
+                    nursery.start_soon(write, f"s{i}")
+        await trio.sleep(0.8)  # every Delay has run its course
+        fake.script = None
+
+    run(main)
+    kinds = [k for k, _ in outcomes.values()]
+    assert len(outcomes) == 52
+    assert set(kinds) == {"ok", "unavailable", "unknown"}  # every rule was exercised
+    for key, (kind, version) in outcomes.items():
+        applies = fake.applied_keys.count(key)
+        assert applies <= 1, key
+        if kind == "ok":
+            assert applies == 1 and fake.store[key] == (b"v", version), key
+        elif kind == "unavailable":
+            assert applies == 0, key
