@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--workloads", default="W,B", help="comma-separated workload names (A,B,C,D,E,W)")
     p.add_argument("--kvstore-buckets", type=int, default=64)
-    p.add_argument("--kvstore-args", default="", help="extra `kvstore serve` arguments, e.g. '--tick-ms 50'")
+    p.add_argument("--kvstore-args", default="", help="extra `kvstore serve` arguments, e.g. --kvstore-args='--tick-ms 50'")
     p.add_argument("--connections", type=int, default=4, help="redis/pysyncobj pipelined connections")
     p.add_argument("--out-dir", default="bench-results", help="where compare.md/.png/.json go")
     p.add_argument("--profile-dir", help="record py-spy profiles of the servers of --profile systems here")
