@@ -125,10 +125,10 @@ class RawNode:
         self.raft.hup()
 
     def step(self, message: Message) -> None:
-        """Feed a message from a peer (or a local SNAP_STATUS / UNREACHABLE report).
-
-        Messages addressed to another node, or that claim to be from this node, are ignored.
-        """
+        """Feed a message from a peer (or a local report: SNAP_STATUS / UNREACHABLE with
+        `to` = this node and `frm` = the peer; `report_snapshot` / `report_unreachable` build
+        them). Messages addressed to another node, or claiming to come from this node, are
+        ignored; malformed ones raise MalformedMessage."""
         r = self.raft
         if message.to != r.id:
             return
