@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -64,6 +65,7 @@ _U64 = struct.Struct(">Q")
 _HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
+_NEARLY_FULL_BYTES = 64 << 20
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,11 +91,26 @@ class ApplyState:
 _NO_APPLY = ApplyState(0, 0, 0)
 
 
-def _disk_error(exc: lmdb.Error) -> StorageError | None:
+def _disk_error(exc: lmdb.Error, path: str | None = None) -> StorageError | None:
+    """DiskFull if `exc` comes from a full disk. LMDB reports a short write as EIO, which is
+    what a full disk (or the file size limit) usually produces, so EIO is DiskFull when the
+    disk is nearly full or the data file is at the process's file size limit."""
     text = str(exc)
     for code in _DISK_FULL:
         if os.strerror(code) in text:
             return DiskFull(f"disk full: {text}")
+    if path is not None and os.strerror(errno.EIO) in text:
+        try:
+            vfs = os.statvfs(path)
+            free = vfs.f_bavail * vfs.f_frsize
+            size = os.path.getsize(os.path.join(path, "data.mdb"))
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        except OSError:
+            return None
+        if free < _NEARLY_FULL_BYTES:
+            return DiskFull(f"disk full ({free} bytes free): {text}")
+        if limit != resource.RLIM_INFINITY and size + _NEARLY_FULL_BYTES > limit:
+            return DiskFull(f"file size limit {limit} reached: {text}")
     return None
 
 
@@ -238,7 +255,7 @@ class NodeStore:
                     continue
                 except lmdb.Error as exc:
                     txn.abort()
-                    raise _disk_error(exc) or StorageError(f"LMDB: {exc}") from None
+                    raise _disk_error(exc, self.path) or StorageError(f"LMDB: {exc}") from None
                 except BaseException:
                     txn.abort()
                     raise
