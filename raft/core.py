@@ -155,7 +155,7 @@ class Raft:
             pr = prs.get(node)
             if pr is None:
                 prs[node] = pr = Progress(next_index, inflight, node in learners)
-                if node == self.id:
+                if node == self.id and self.log.snapshot is None:
                     pr.match = self.log.stable_last()
             else:
                 pr.is_learner = node in learners
@@ -167,6 +167,8 @@ class Raft:
         self._set_conf(conf)
         if self.role != LEADER:
             return conf
+        if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
+            self.abort_leader_transfer()
         if self.id not in self.voters:
             # Removed or demoted: hand leadership over (see _hand_over) instead of just
             # stepping down. The remaining voters may not know yet that the change
@@ -174,8 +176,6 @@ class Raft:
             # neither elect a leader (our vote rejects their shorter logs) nor replace us.
             self._hand_over()
             return conf
-        if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
-            self.abort_leader_transfer()
         if self.maybe_commit():
             self.need_bcast = True
         else:
