@@ -22,6 +22,8 @@ from __future__ import annotations
 from .storage import ENTRY_OVERHEAD, Storage, limit_size
 from .types import Compacted, Entry, EntryType, Snapshot, Unavailable
 
+_CONF_CHANGE = EntryType.CONF_CHANGE
+
 
 class RaftLog:
     __slots__ = ("storage", "ents", "offset", "in_progress", "snapshot", "snapshot_in_progress",
@@ -148,7 +150,7 @@ class RaftLog:
             except (Compacted, Unavailable):
                 return False
             for e in chunk:
-                if e.type == EntryType.CONF_CHANGE:
+                if e.type == _CONF_CHANGE:
                     return True
             lo += len(chunk) or step
         return False

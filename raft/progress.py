@@ -21,6 +21,11 @@ class ProgressState(IntEnum):
     SNAPSHOT = 2
 
 
+PROBE = ProgressState.PROBE  # module constants: enum attribute access is slow in CPython
+REPLICATE = ProgressState.REPLICATE
+SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class Progress:
     __slots__ = ("match", "next", "state", "pending_snapshot", "recent_active", "paused",
                  "inflights", "max_inflight", "is_learner")
@@ -28,7 +33,7 @@ class Progress:
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
         self.match = 0
         self.next = next_index
-        self.state = ProgressState.PROBE
+        self.state = PROBE
         self.pending_snapshot = 0
         # Heard from since the last check-quorum round (a new peer counts as active).
         self.recent_active = True
@@ -49,20 +54,20 @@ class Progress:
 
     def become_probe(self) -> None:
         # After a snapshot, resume from after it: the peer has it (or will report failure).
-        if self.state == ProgressState.SNAPSHOT:
+        if self.state == SNAPSHOT:
             pending = self.pending_snapshot
-            self._reset(ProgressState.PROBE)
+            self._reset(PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset(ProgressState.PROBE)
+            self._reset(PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset(ProgressState.REPLICATE)
+        self._reset(REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        self._reset(ProgressState.SNAPSHOT)
+        self._reset(SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def maybe_update(self, index: int) -> bool:
@@ -81,7 +86,7 @@ class Progress:
 
         Returns False for a stale rejection (one that does not concern the current `next`).
         """
-        if self.state == ProgressState.REPLICATE:
+        if self.state == REPLICATE:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
@@ -94,19 +99,19 @@ class Progress:
 
     def is_paused(self) -> bool:
         state = self.state
-        if state == ProgressState.REPLICATE:
+        if state == REPLICATE:
             return len(self.inflights) >= self.max_inflight
-        if state == ProgressState.PROBE:
+        if state == PROBE:
             return self.paused
         return True
 
     def sent_entries(self, count: int, last_index: int) -> None:
         """Bookkeeping after an append carrying `count` entries up to `last_index` went out."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state == REPLICATE:
             if count:
                 self.next = last_index + 1
                 self.inflights.append(last_index)
-        elif self.state == ProgressState.PROBE:
+        elif self.state == PROBE:
             self.paused = True
 
     def free_inflights_to(self, index: int) -> None:

@@ -55,6 +55,11 @@ class MalformedMessage(RaftError, ValueError):
 
 
 _MESSAGE_TYPES = frozenset(MessageType)
+_APP = MessageType.APP  # module constants: enum attribute access is slow in CPython
+_SNAP = MessageType.SNAP
+_SNAP_STATUS = MessageType.SNAP_STATUS
+_UNREACHABLE = MessageType.UNREACHABLE
+_LEADER = Role.LEADER
 
 
 def _check_message(m: Message) -> None:
@@ -65,14 +70,14 @@ def _check_message(m: Message) -> None:
         raise MalformedMessage(f"negative or missing field in {m.type!r} from {m.frm}")
     ents = m.entries
     if ents:
-        if m.type != MessageType.APP:
+        if m.type != _APP:
             raise MalformedMessage(f"{m.type!r} carries entries")
         first, last = ents[0].index, ents[-1].index
         if first != m.index + 1 or last != m.index + len(ents):
             raise MalformedMessage(f"append at {m.index} carries entries {first}..{last}")
         if ents[0].term < m.log_term or ents[-1].term > m.term:
             raise MalformedMessage("append entries' terms out of order")
-    if m.type == MessageType.SNAP and (m.snapshot is None or m.snapshot.is_empty()):
+    if m.type == _SNAP and (m.snapshot is None or m.snapshot.is_empty()):
         raise MalformedMessage("snapshot message without a snapshot")
 
 
@@ -133,7 +138,7 @@ class RawNode:
         if message.to != r.id:
             return
         t = message.type
-        if message.frm == r.id and t != MessageType.SNAP_STATUS and t != MessageType.UNREACHABLE:
+        if message.frm == r.id and t != _SNAP_STATUS and t != _UNREACHABLE:
             return
         _check_message(message)
         r.step(message)
@@ -277,7 +282,7 @@ class RawNode:
             log.stable_to(last.index, last.term)
         if rd.committed_entries:
             log.applied_to(rd.committed_entries[-1].index)
-            if r.role == Role.LEADER:
+            if r.role == _LEADER:
                 r.reduce_uncommitted_size(rd.committed_entries)
         r.on_persisted(rd.hard_state)
 
