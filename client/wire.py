@@ -14,6 +14,12 @@ Client protocol, one message each:
 
 A client connection starts directly with request frames. A peer (node-to-node) connection's
 first frame is [["peer", {...}]] (first element a str), so one port serves both.
+A frame the node cannot decode (oversized, not msgpack, not a list) is answered with
+[None, INVALID, {"reason": ...}] and the connection is closed; a malformed message inside a good
+frame gets its own INVALID reply (request id None if it had no int id).
+Node-to-node (not for clients): [["peer", {"id": n}]] opens a stream of raft messages; [["peer",
+{"id": n, "snapshot": <raft SNAP message>}]] opens a snapshot stream: frames [["chunk", bytes]]
+..., [["end", total_bytes]], answered [["ok"]] once installed.
 
 Operations (keys and values are bytes; `session`/`seq` make writes exactly-once, see below):
     "map"    {}  -> {"epoch": int, "num_buckets": int, "nodes": {node_id: "host:port"},

@@ -37,6 +37,8 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
                    help="seconds a write or read may wait before TIMEOUT (default 5)")
     p.add_argument("--no-fsync", action="store_true",
                    help="do not fsync (UNSAFE: acknowledged writes may be lost on power loss)")
+    p.add_argument("--storage-inline", action="store_true",
+                   help="run storage writes on the event loop's thread instead of a worker")
     p.add_argument("--log-level", default="info")
 
 
@@ -127,7 +129,8 @@ def _serve(args) -> int:
         node_id=args.id, data_dir=args.data_dir, nodes=nodes, num_buckets=args.buckets,
         replication=args.replication, tick_ms=args.tick_ms, election_ticks=args.election_ticks,
         heartbeat_ticks=args.heartbeat_ticks, compact_threshold=args.compact_threshold,
-        request_timeout_s=args.request_timeout, fsync=not args.no_fsync)
+        request_timeout_s=args.request_timeout, fsync=not args.no_fsync,
+        storage_thread=not args.storage_inline)
 
     async def run():
         async with trio.open_nursery() as nursery:
@@ -153,6 +156,8 @@ def _serve_argv(i: int, spec: str, data_dir: str, args) -> list[str]:
             "--request-timeout", str(args.request_timeout), "--log-level", args.log_level]
     if args.no_fsync:
         argv.append("--no-fsync")
+    if args.storage_inline:
+        argv.append("--storage-inline")
     return argv
 
 

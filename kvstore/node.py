@@ -94,6 +94,7 @@ class NodeConfig:
     request_timeout_s: float = 5.0
     fsync: bool = True
     switch_interval_s: float | None = 0.0005
+    storage_thread: bool = True  # storage writes in a worker thread (else on the loop thread)
 
 
 @dataclass(slots=True, eq=False)
@@ -123,6 +124,7 @@ class Group:
     ready_reads: list = field(default_factory=list)  # [(index, [(Request, Waiter)])]
     pending_pids: set = field(default_factory=set)
     snapshot_sending: set = field(default_factory=set)  # peers we are streaming to
+    lazy_hs: HardState | None = None  # a commit-only hard state not yet written
 
 
 class Node:
@@ -152,6 +154,7 @@ class Node:
         self._stopping = False
         self._ticks = 0
         self._again = False
+        self._lazy_groups: set = set()
         self._campaign_at_tick = None
 
     # -- start-up ---------------------------------------------------------------------------
@@ -203,15 +206,18 @@ class Node:
 
     def _open_group(self, gid: int, voters) -> None:
         storage_view = self.store.group(gid)
-        applied = self.store.applied_index(gid)
+        hs, _cs = storage_view.initial_state()
         snap_index = storage_view.snapshot().metadata.index
-        applied = max(applied, snap_index) if applied < snap_index else applied
+        applied = max(self.store.applied_index(gid), snap_index)
+        # The stored commit index may trail the applied index (commit-only hard states are
+        # persisted lazily, see _turn); raft then hands those entries out again and the store
+        # skips them (at or below its applied index), so the state machine is unchanged.
+        raft_applied = max(min(applied, hs.commit), snap_index)
         rc = raft.Config(id=self.id, election_tick=self.cfg.election_ticks,
-                         heartbeat_tick=self.cfg.heartbeat_ticks, applied=applied,
+                         heartbeat_tick=self.cfg.heartbeat_ticks, applied=raft_applied,
                          rng=random.Random(), max_size_per_msg=1 << 20, max_inflight_msgs=256)
         raw = raft.RawNode(rc, storage_view)
         bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
-        hs, _cs = storage_view.initial_state()
         g = Group(gid=gid, bucket=bucket, voters=tuple(voters), raw=raw, applied=applied,
                   commit=hs.commit, first_index=storage_view.first_index(), term=hs.term)
         self.groups[gid] = g
@@ -241,6 +247,13 @@ class Node:
 
     def close(self) -> None:
         if self.store is not None:
+            lazy = [GroupWrite(g.gid, hard_state=g.lazy_hs) for g in self._lazy_groups
+                    if g.lazy_hs is not None]
+            if lazy:
+                try:
+                    self.store.persist(lazy)
+                except Exception:
+                    log.exception("could not write the last commit indexes (harmless)")
             self.store.close()
             self.store = None
             log.info("store closed")
@@ -520,7 +533,7 @@ class Node:
                              {"reason": "no result within the deadline (outcome unknown)",
                               "leader": None, "leader_addr": None, "epoch": self.map.epoch})
         # forget pending pids whose waiters are all done
-        if len(self._pending) > 0 and self.stats["turns"] % 64 == 0:
+        if self._pending and self._ticks % 50 == 0:
             for pid in [p for p, ws in self._pending.items() if all(w is None or w.done for w in ws)]:
                 del self._pending[pid]
             for g in self.groups.values():
@@ -547,22 +560,41 @@ class Node:
                     snapshots_out.append((g, m))
                 else:
                     send(g.gid, m)
-            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-                writes.append(GroupWrite(g.gid, entries=rd.entries, hard_state=rd.hard_state,
+            hs = rd.hard_state
+            if hs is not None:
+                g.commit = hs.commit
+                g.term = hs.term
+            if rd.entries or rd.snapshot is not None or (hs is not None and rd.must_sync):
+                writes.append(GroupWrite(g.gid, entries=rd.entries, hard_state=hs or g.lazy_hs,
                                          snapshot=rd.snapshot,
                                          conf_state=rd.snapshot.metadata.conf_state if rd.snapshot else None))
-                if rd.hard_state is not None:
-                    g.commit = rd.hard_state.commit
-                    g.term = rd.hard_state.term
+                g.lazy_hs = None
+            elif hs is not None:
+                # Only the commit index moved. Raft's safety needs term and vote on disk, not
+                # the commit index (it is volatile in the paper), so this rides along with the
+                # next real write instead of costing an fsync of its own before the apply.
+                g.lazy_hs = hs
+                self._lazy_groups.add(g)
             if rd.persisted_messages:
                 persisted_msgs.append((g.gid, rd.persisted_messages))
             if rd.committed_entries:
                 applies.append((g, rd.committed_entries, self._group_apply(g, rd.committed_entries)))
+        if writes and self._lazy_groups:
+            written = {w.group_id for w in writes}
+            for lg in self._lazy_groups:
+                if lg.lazy_hs is not None and lg.gid not in written:
+                    writes.append(GroupWrite(lg.gid, hard_state=lg.lazy_hs))
+                lg.lazy_hs = None
+            self._lazy_groups.clear()
         results = None
         if writes or applies:
             self.stats["persists"] += 1 if writes else 0
-            results = await trio.to_thread.run_sync(
-                self._storage_work, writes, persisted_msgs, [a[2] for a in applies])
+            gapplies = [a[2] for a in applies]
+            if self.cfg.storage_thread:
+                results = await trio.to_thread.run_sync(
+                    self._storage_work, writes, persisted_msgs, gapplies)
+            else:
+                results = await self._storage_inline(writes, persisted_msgs, gapplies)
         elif persisted_msgs:
             self._send_persisted(persisted_msgs)
         if results is not None:
@@ -601,9 +633,30 @@ class Node:
                 else:
                     self._send(gid, m)
 
+    async def _storage_inline(self, writes, persisted_msgs, applies):
+        """The same as _storage_work, on the loop's own thread: no thread hand-off (and no
+        wait for the GIL to come back); the loop yields once after the persist so the peer
+        senders put the persisted messages on the wire before the apply runs."""
+        store = self.store
+        if writes:
+            store.persist(writes)
+        if persisted_msgs:
+            self._send_persisted(persisted_msgs)
+            await trio.lowlevel.checkpoint()
+        if applies:
+            return store.apply(applies)
+        return None
+
     def _storage_work(self, writes, persisted_msgs, applies):
         """Runs in the worker thread: persist (one fsync), let the loop send, apply."""
         store = self.store
+        write_turn = getattr(store, "write_turn", None)
+        if write_turn is not None and writes and applies:
+            # one transaction, one fsync for both (a store that offers it)
+            results = write_turn(writes, applies)
+            if persisted_msgs:
+                self._token.run_sync_soon(self._send_persisted, persisted_msgs)
+            return results
         if writes:
             store.persist(writes)
         if persisted_msgs:
@@ -714,13 +767,13 @@ class Node:
                 for w in self._pending.pop(pid, ()):
                     self._fail(w, Status.TIMEOUT, "leadership lost after proposing (outcome unknown)", g)
             g.pending_pids.clear()
-        if ss.role != Role.LEADER:
-            # linearizable reads queued on a leader that stepped down: tell the client to retry
-            for ctx, batch in list(g.read_batches.items()):
-                if ss.leader == 0:
-                    for req, w in batch:
-                        self._fail(w, Status.NOT_LEADER, "leadership lost", g)
-                    del g.read_batches[ctx]
+        if g.read_batches and (was_leader or ss.role != Role.LEADER):
+            # raft silently drops read requests when leadership changes; a read has no effect,
+            # so tell the client to retry (with the new leader hint) rather than time out
+            for batch in g.read_batches.values():
+                for _req, w in batch:
+                    self._fail(w, Status.NOT_LEADER, "leadership changed during the read", g)
+            g.read_batches.clear()
 
     def _replicate_map(self, g: Group) -> None:
         """The meta group's state is the bucket map, one record. The map is static for now

@@ -74,11 +74,13 @@ async def run_workload(addrs, seconds, concurrency, clients, read_frac, keys, va
                 await c.put(b"bench:%d" % i, value)
         lat.clear()
         start = time.perf_counter()
+        cpu0 = time.process_time()
         stop_at = start + seconds
         async with trio.open_nursery() as n:
             for w in range(concurrency):
                 n.start_soon(worker, cs[w % clients], w)
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu0
         for c in cs:
             await c.__aexit__(None, None, None)
         outer.cancel_scope.cancel()
@@ -90,6 +92,7 @@ async def run_workload(addrs, seconds, concurrency, clients, read_frac, keys, va
         "p99_ms": pct(lat, 99) * 1000,
         "max_ms": (lat[-1] * 1000) if lat else float("nan"),
         "errors": errors,
+        "client_cpu": client_cpu / elapsed,
     }
 
 
@@ -104,9 +107,10 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--workloads", default="write,read95")
     ap.add_argument("--no-fsync", action="store_true", help="for comparison only (unsafe)")
+    ap.add_argument("--node-args", default="", help="extra `kvstore serve` flags, one string")
     ap.add_argument("--profile", default=None, help="directory for py-spy flame graphs")
     args = ap.parse_args()
-    extra = ["--no-fsync"] if args.no_fsync else []
+    extra = (["--no-fsync"] if args.no_fsync else []) + args.node_args.split()
     value = os.urandom(args.value_bytes // 2).hex().encode()[: args.value_bytes]
     with tempfile.TemporaryDirectory(prefix="kvbench-") as d, \
             LocalCluster(args.nodes, buckets=args.buckets, base_dir=d, extra_args=extra) as c:
@@ -129,7 +133,8 @@ def main() -> int:
             r = trio.run(run_workload, c.addrs, args.seconds, args.concurrency, args.clients,
                          read_frac, args.keys, value)
             print(f"{wl:>7}: {r['ops_per_s']:8.0f} ops/s   p50 {r['p50_ms']:6.2f} ms   "
-                  f"p99 {r['p99_ms']:6.2f} ms   max {r['max_ms']:7.1f} ms   errors {r['errors']}",
+                  f"p99 {r['p99_ms']:6.2f} ms   max {r['max_ms']:7.1f} ms   errors {r['errors']}   "
+                  f"(load generator CPU {100 * r['client_cpu']:.0f}%)",
                   flush=True)
             for p in spies:
                 p.wait(timeout=60)
