@@ -188,3 +188,17 @@ def test_config_is_validated():
                 dict(id=1, max_inflight_msgs=0)):
         with pytest.raises(ValueError):
             RawNode(Config(**bad), MemoryStorage())
+
+
+def test_unreachable_peer_falls_back_to_probing():
+    from raft import ProgressState
+
+    net = Network()
+    net.elect(1)
+    net.propose(1, b"a")
+    assert net.nodes[1].status().progress[2].state == ProgressState.REPLICATE
+    net.nodes[1].report_unreachable(2)
+    assert net.nodes[1].status().progress[2].state == ProgressState.PROBE
+    net.propose(1, b"b")
+    assert net.applied[2] == [b"a", b"b"]
+    assert net.nodes[1].status().progress[2].state == ProgressState.REPLICATE
