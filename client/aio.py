@@ -22,6 +22,8 @@ Theory of operation
       answer, even after earlier attempts were maybe applied (the node answers a duplicate
       from its session table);
     * at the deadline: OutcomeUnknown if any attempt was maybe applied, else Unavailable.
+      No retry starts in the last 10% of the timeout, so that the last attempt is usually
+      answered rather than cut off (which would make a refused write look unknown).
     * INVALID is InvalidRequest, except after a maybe-applied attempt, where it is reported
       as OutcomeUnknown (conservative: we cannot prove the earlier attempt was rejected too).
   A read never has an effect, so a failed read is Unavailable. A read is only ever answered by
@@ -47,6 +49,7 @@ from client.wire import MAX_KEY_BYTES, MAX_VALUE_BYTES, Status, as_bytes, hash_t
 CONSISTENCIES = ("linearizable", "follower")
 MAX_IMMEDIATE_HOPS = 3  # leader hints followed without backoff, in a row
 SCAN_CONCURRENCY = 64  # buckets scanned at once
+RETRY_RESERVE_FRACTION = 0.1  # of an operation's timeout, see _execute
 
 # attempt kinds: a reply; never sent; sent and the connection died; sent and no reply in time
 # on a connection that is still receiving (a slow node, not a dead one)
@@ -374,7 +377,13 @@ class AsyncClient:
         rotate = 0
         hops = 0
         size += 64 + (len(key) if key else 0)
+        # A retry is started only while this much time is left, so that the last attempt can
+        # still be answered: an attempt cut off by the deadline makes a write's outcome
+        # unknown, even when every earlier attempt was refused.
+        reserve = (deadline - trio.current_time()) * RETRY_RESERVE_FRACTION
         while trio.current_time() < deadline:
+            if state.attempts and deadline - trio.current_time() < reserve:
+                break
             bmap = await self._current_map(deadline, state)
             if bmap is None:
                 break

@@ -516,7 +516,7 @@ def test_errors_leave_the_async_with_block_unwrapped(fake):
     fake.script = lambda node, op, args: Reply(Status.UNAVAILABLE, error("no")) if op == "put" else None
 
     async def main():
-        async with aclient(fake, timeout=0.3) as c:
+        async with aclient(fake, timeout=1.0) as c:
             await c.put(b"k", b"v")
 
     with pytest.raises(Unavailable):  # not an ExceptionGroup
