@@ -128,8 +128,12 @@ class Raft:
             self.log.commit_to(min(hard_state.commit, self.log.last_index()))
         if config.applied:
             if config.applied > self.log.committed:
-                raise ValueError(f"applied {config.applied} is beyond commit "
-                                 f"{self.log.committed}")
+                # Only committed entries are ever applied, so the applied index is a commit
+                # index too (a driver may persist commit-only hard states lazily).
+                if config.applied > self.log.last_index():
+                    raise ValueError(f"applied {config.applied} is beyond the last index "
+                                     f"{self.log.last_index()} of the storage")
+                self.log.commit_to(config.applied)
             self.log.applied_to(config.applied)
         self.become_follower(self.term, NONE)
 

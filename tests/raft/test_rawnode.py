@@ -180,7 +180,11 @@ def test_restart_with_applied_index_does_not_reapply():
     assert node.status().applied == 4 and node.status().commit == 4
     assert not node.has_ready()
     with pytest.raises(ValueError):
-        RawNode(Config(2, applied=99), storage)
+        RawNode(Config(2, applied=99), storage)  # beyond the log: inconsistent storage
+    # A commit index persisted lazily (older than applied) is raised to the applied index.
+    storage.set_hard_state(HardState(storage.hard_state.term, storage.hard_state.vote, 2))
+    node = RawNode(Config(2, applied=4), storage)
+    assert node.status().commit == 4 and not node.has_ready()
 
 
 def test_config_is_validated():
