@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         status, _ = run(opts)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # SIGTERM arrives as an exception; everything is torn down by now
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 143
     return status
 
 
