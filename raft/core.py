@@ -594,9 +594,11 @@ class Raft:
 
     def send_append(self, to: int, send_if_empty: bool = True) -> bool:
         pr = self.prs[to]
+        log = self.log
+        if not send_if_empty and pr.next > log.offset + len(log.ents) - 1:
+            return False  # nothing new to send (cheap exit for the pipelining loops)
         if pr.is_paused():
             return False
-        log = self.log
         prev = pr.next - 1
         try:
             prev_term = log.term(prev)
