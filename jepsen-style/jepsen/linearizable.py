@@ -16,7 +16,10 @@ Theory of operation (as in Porcupine):
   nothing and are left out.
 - A pending write whose value nothing observes (no read returned it, no cas expected it, and no
   cas that returned false could have seen it) can only make later ops fail, so it is
-  linearized "at the end", i.e. dropped: this keeps the 2^k blow-up of k pending writes away.
+  linearized "at the end", i.e. dropped (or, if cas ops that returned false follow, no later
+  than the last of them: after it nothing can tell it happened). A pending write of a value no other op writes, that
+  some op saw, must have happened before the first of those returned: that becomes its return.
+  Both keep the 2^k blow-up of k pending writes away (values are unique in the workload).
 - A budget bounds the search; when it runs out the answer is "unknown", never "ok".
 
 Ordering: events carry a global `index` (the recorder's total order); when present it orders
@@ -98,17 +101,34 @@ def _op_summary(op: Op) -> dict:
     }
 
 
+def _written(op: Op):
+    """The value a write / cas / delete op would leave in the register."""
+    if op.f == "delete":
+        return None
+    return _hashable(op.invoke.value[1] if op.f == "cas" else op.invoke.value)
+
+
 def prepare(ops: list[Op]) -> list[tuple[Op, float, float, bool]]:
     """(op, call order, return order, outcome known) for the ops that constrain the search."""
     kept = []
     observed = set()
     false_cas_ends = []
+    writers: dict = {}
+    first_seen: dict = {}  # value -> earliest completion of an op that needed the register = value
     for op in ops:
         t = op.type
+        if op.f in ("write", "cas", "delete") and t != FAIL:
+            v = _written(op)
+            writers[v] = writers.get(v, 0) + 1
         if t == OK and op.f == "read":
-            observed.add(_hashable(op.complete.value))
+            v = _hashable(op.complete.value)
+            observed.add(v)
+            first_seen[v] = min(first_seen.get(v, _INF), _order(op.complete))
         if op.f == "cas" and t != FAIL:
             observed.add(_hashable(op.invoke.value[0]))
+            if t == OK and op.complete.value:
+                v = _hashable(op.invoke.value[0])
+                first_seen[v] = min(first_seen.get(v, _INF), _order(op.complete))
             if t == OK and not op.complete.value:
                 false_cas_ends.append(_order(op.complete))
     latest_false_cas = max(false_cas_ends, default=-_INF)
@@ -122,10 +142,18 @@ def prepare(ops: list[Op]) -> list[tuple[Op, float, float, bool]]:
             kept.append((op, _order(op.invoke), _order(op.complete), True))
             continue
         # info write / cas / delete
-        new = None if op.f == "delete" else (op.invoke.value[1] if op.f == "cas" else op.invoke.value)
-        if _hashable(new) not in observed and latest_false_cas < _order(op.invoke):
+        new = _written(op)
+        if new not in observed and latest_false_cas < _order(op.invoke):
             continue  # unobservable: linearize at the end
-        kept.append((op, _order(op.invoke), _INF, False))
+        ret = _INF
+        if new not in observed:
+            # only a cas that returned false can use it; after the last of them it is useless
+            ret = latest_false_cas
+        elif new is not None and writers.get(new) == 1:
+            # the only op that writes this value: if anyone saw it, it happened before the
+            # first of them returned (or it never happened and the history is not linearizable)
+            ret = first_seen.get(new, _INF)
+        kept.append((op, _order(op.invoke), ret, False))
     return kept
 
 
