@@ -19,7 +19,8 @@ from kvstore.bench.drivers.base import DriverError
 
 class RespError(DriverError):
     def __init__(self, message: str) -> None:
-        super().__init__("server-error:" + (message.split(" ", 1)[0] if message else "?"), message)
+        # "ERR LEADER_CHANGED" -> kind "ERR LEADER_CHANGED"; long messages are cut to 2 words
+        super().__init__(" ".join(message.split()[:2]) or "server-error", message)
 
 
 def encode_command(*args: bytes) -> bytes:
