@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Benchmark of the LMDB storage engine against raw py-lmdb, measured in the same run.
+
+    .venv/bin/python scripts/bench_storage.py [--seconds 1.0] [--dir /path] [--json]
+
+Prints, for batches of 1, 16 and 128 entries spread over 64 groups: durable persist commits/s
+and entries/s, next to raw LMDB durable commits of the same puts (ratio = store / raw); apply
+commands/s; MVCC point reads/s and scan rows/s (next to raw gets / cursor rows); raw bare puts/s.
+A benchmark, not a test: figures depend on the machine and on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import struct
+import sys
+import tempfile
+import time
+
+import lmdb
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from raft.types import Entry, HardState  # noqa: E402
+from storage import GroupApply, GroupWrite, NodeStore, Put  # noqa: E402
+
+GROUPS = 64
+PAYLOAD = 100
+_Q = struct.Struct(">Q")
+
+
+def timed(fn, seconds: float) -> tuple[int, float]:
+    """Run fn() repeatedly for about `seconds`; returns (calls, elapsed)."""
+    n = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        fn()
+        n += 1
+        now = time.perf_counter()
+        if now >= end:
+            return n, now - start
+
+
+def bench_persist(store: NodeStore, batch: int, seconds: float) -> dict:
+    nxt = {g: store.group(g).last_index() + 1 for g in range(1, GROUPS + 1)}
+    data = os.urandom(PAYLOAD)
+    rr = [0]
+
+    def one():
+        per: dict[int, list[Entry]] = {}
+        for _ in range(batch):
+            g = rr[0] % GROUPS + 1
+            rr[0] += 1
+            i = nxt[g]
+            nxt[g] = i + 1
+            per.setdefault(g, []).append(Entry(1, i, data=data))
+        store.persist([GroupWrite(g, entries=es, hard_state=HardState(1, 1, es[-1].index))
+                       for g, es in per.items()])
+
+    n, dt = timed(one, seconds)
+    return {"commits_per_s": n / dt, "entries_per_s": n * batch / dt}
+
+
+def bench_raw_commit(env, db, batch: int, seconds: float) -> dict:
+    nxt = [0]
+    data = b"\x01" + os.urandom(PAYLOAD + 9)  # the same record size as an encoded entry
+
+    def one():
+        with env.begin(write=True, db=db) as txn:
+            groups = set()
+            for _ in range(batch):
+                i = nxt[0]
+                nxt[0] = i + 1
+                g = i % GROUPS + 1
+                groups.add(g)
+                txn.put(_Q.pack(g) + _Q.pack(i // GROUPS + 1), data)
+            for g in groups:  # the hard state per group
+                txn.put(_Q.pack(g) + b"h", b"\x01\x93\x01\x01\x01")
+
+    n, dt = timed(one, seconds)
+    return {"commits_per_s": n / dt, "entries_per_s": n * batch / dt}
+
+
+def bench_apply(store: NodeStore, seconds: float, keys: int) -> dict:
+    applied = {g: store.applied_index(g) for g in range(1, GROUPS + 1)}
+    rng = random.Random(1)
+    value = os.urandom(PAYLOAD)
+
+    def one():
+        batch = []
+        for g in range(1, GROUPS + 1, 32):  # 128 commands over 2 groups' buckets
+            cmds = [Put(b"user%08d" % rng.randrange(keys), value, 0) for _ in range(64)]
+            applied[g] += len(cmds)
+            batch.append(GroupApply(g, g, applied[g], cmds))
+        store.apply(batch)
+
+    n, dt = timed(one, seconds)
+    return {"commits_per_s": n / dt, "commands_per_s": n * 128 / dt}
+
+
+def fill_bucket(store: NodeStore, keys: int, versions: int) -> None:
+    value = os.urandom(PAYLOAD)
+    idx = store.applied_index(999)
+    for _ in range(versions):
+        for lo in range(0, keys, 5000):
+            cmds = [Put(b"user%08d" % k, value, 0) for k in range(lo, min(keys, lo + 5000))]
+            idx += len(cmds)
+            store.apply([GroupApply(999, 999, idx, cmds)])
+
+
+def bench_reads(store: NodeStore, keys: int, seconds: float) -> dict:
+    rng = random.Random(2)
+    ks = [b"user%08d" % rng.randrange(keys) for _ in range(4096)]
+    pos = [0]
+
+    def get():
+        store.get(999, ks[pos[0] & 4095])
+        pos[0] += 1
+
+    n, dt = timed(get, seconds)
+    rows = [0]
+
+    def scan():
+        after = None
+        while True:
+            items, more = store.scan(999, b"user", start_after=after, limit=1000)
+            rows[0] += len(items)
+            if not more:
+                return
+            after = items[-1][0]
+
+    m, dt2 = timed(scan, seconds)
+    return {"gets_per_s": n / dt, "scan_rows_per_s": rows[0] / dt2}
+
+
+def bench_raw_reads(env, db, keys: int, seconds: float) -> dict:
+    rng = random.Random(2)
+    ks = [b"user%08d" % rng.randrange(keys) for _ in range(4096)]
+    pos = [0]
+
+    def get():  # one short read transaction per get, as the store does
+        with env.begin(db=db) as txn:
+            txn.get(ks[pos[0] & 4095])
+        pos[0] += 1
+
+    n, dt = timed(get, seconds)
+    rows = [0]
+
+    def scan():
+        with env.begin(db=db) as txn:
+            for _ in txn.cursor():
+                rows[0] += 1
+
+    m, dt2 = timed(scan, seconds)
+    return {"gets_per_s": n / dt, "scan_rows_per_s": rows[0] / dt2}
+
+
+def bench_raw_put(env, db, seconds: float) -> float:
+    data = os.urandom(PAYLOAD)
+    txn = env.begin(write=True, db=db)
+    i = [0]
+
+    def put():
+        txn.put(_Q.pack(1) + _Q.pack(i[0]), data)
+        i[0] += 1
+
+    n, dt = timed(put, seconds)
+    txn.abort()
+    return n / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.0, help="per measurement")
+    ap.add_argument("--dir", default=None, help="where to create the stores (default: tmp)")
+    ap.add_argument("--keys", type=int, default=20_000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="bench-storage-", dir=args.dir)
+    out: dict = {"groups": GROUPS, "payload_bytes": PAYLOAD}
+    try:
+        store = NodeStore.open(os.path.join(root, "store"), map_size=1 << 30)
+        env = lmdb.open(os.path.join(root, "raw"), map_size=1 << 30, max_dbs=4)
+        raw_log, raw_data = env.open_db(b"log"), env.open_db(b"data")
+        for batch in (1, 16, 128):
+            ours = bench_persist(store, batch, args.seconds)
+            raw = bench_raw_commit(env, raw_log, batch, args.seconds)
+            out[f"persist_{batch}"] = ours
+            out[f"raw_commit_{batch}"] = raw
+            out[f"ratio_{batch}"] = ours["commits_per_s"] / raw["commits_per_s"]
+        out["apply_128"] = bench_apply(store, args.seconds, args.keys)
+        fill_bucket(store, args.keys, 3)
+        with env.begin(write=True, db=raw_data) as txn:
+            v = os.urandom(PAYLOAD)
+            for k in range(args.keys):
+                txn.put(b"user%08d" % k, v)
+        out["reads"] = bench_reads(store, args.keys, args.seconds)
+        out["raw_reads"] = bench_raw_reads(env, raw_data, args.keys, args.seconds)
+        out["raw_bare_puts_per_s"] = bench_raw_put(env, raw_log, args.seconds)
+        store.close()
+        env.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{'durable persist, 64 groups':34} {'commits/s':>10} {'entries/s':>11} "
+          f"{'raw commits/s':>14} {'ratio':>6}")
+    for batch in (1, 16, 128):
+        o, r = out[f"persist_{batch}"], out[f"raw_commit_{batch}"]
+        print(f"  batch of {batch:<3} entries{'':14} {o['commits_per_s']:>10.0f} "
+              f"{o['entries_per_s']:>11.0f} {r['commits_per_s']:>14.0f} "
+              f"{out[f'ratio_{batch}']:>6.2f}")
+    a = out["apply_128"]
+    print(f"apply, 128 puts per commit: {a['commits_per_s']:.0f} commits/s, "
+          f"{a['commands_per_s']:.0f} commands/s")
+    r, rr = out["reads"], out["raw_reads"]
+    print(f"MVCC point reads: {r['gets_per_s']:.0f}/s (raw get, own read txn: "
+          f"{rr['gets_per_s']:.0f}/s, ratio {r['gets_per_s'] / rr['gets_per_s']:.2f})")
+    print(f"MVCC scan: {r['scan_rows_per_s']:.0f} rows/s over {args.keys} keys x 3 versions "
+          f"(raw cursor over {args.keys} keys: {rr['scan_rows_per_s']:.0f} rows/s)")
+    print(f"raw bare put inside one txn: {out['raw_bare_puts_per_s']:.0f}/s")
+
+
+if __name__ == "__main__":
+    main()
