@@ -141,6 +141,7 @@ class Node:
         self._pending: dict[int, list[Waiter]] = {}  # pid -> waiters (one per command)
         self._deadlines: deque = deque()  # (deadline, kind, obj) in deadline order
         self._peer_inbox: deque = deque()
+        self._peer_inbox_items = 0
         self._local_inbox: deque = deque()  # callables run by the loop between turns
         self._wake = trio.Event()
         self.transport: Transport | None = None
@@ -148,7 +149,8 @@ class Node:
         self.started = time.monotonic()
         self.stats = {"turns": 0, "persists": 0, "applied_entries": 0, "proposed": 0,
                       "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
-                      "snapshots_installed": 0, "compactions": 0}
+                      "snapshots_installed": 0, "compactions": 0,
+                      "storage_ms": 0.0, "turn_ms": 0.0, "readies": 0}
         self._token = None
         self.port = None
         self._stopping = False
@@ -271,10 +273,11 @@ class Node:
                 g.raw.report_unreachable(peer)
 
     def on_peer_items(self, peer: int, items: list) -> None:
-        if len(self._peer_inbox) >= PEER_INBOX_MAX:
-            self.stats["dropped_peer_msgs"] += len(items)
+        if self._peer_inbox_items + len(items) > PEER_INBOX_MAX:
+            self.stats["dropped_peer_msgs"] += len(items)  # raft retransmits
             return
         self._peer_inbox.append(items)
+        self._peer_inbox_items += len(items)
         self._wake.set()
 
     # -- client requests ----------------------------------------------------------------------
@@ -446,6 +449,7 @@ class Node:
     def _drain_peers(self) -> None:
         groups = self.groups
         inbox = self._peer_inbox
+        self._peer_inbox_items = 0
         while inbox:
             items = inbox.popleft()
             for item in items:
@@ -540,6 +544,13 @@ class Node:
                 g.pending_pids &= self._pending.keys()
 
     async def _turn(self) -> None:
+        t_start = time.perf_counter()
+        try:
+            await self._turn_inner()
+        finally:
+            self.stats["turn_ms"] += (time.perf_counter() - t_start) * 1000
+
+    async def _turn_inner(self) -> None:
         readies = []
         for g in self.groups.values():
             if g.raw.has_ready():
@@ -547,6 +558,7 @@ class Node:
         if not readies:
             return
         self.stats["turns"] += 1
+        self.stats["readies"] += len(readies)
         send = self._send
         writes = []
         applies = []
@@ -590,11 +602,13 @@ class Node:
         if writes or applies:
             self.stats["persists"] += 1 if writes else 0
             gapplies = [a[2] for a in applies]
+            t0 = time.perf_counter()
             if self.cfg.storage_thread:
                 results = await trio.to_thread.run_sync(
                     self._storage_work, writes, persisted_msgs, gapplies)
             else:
                 results = await self._storage_inline(writes, persisted_msgs, gapplies)
+            self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
         elif persisted_msgs:
             self._send_persisted(persisted_msgs)
         if results is not None:

@@ -7,7 +7,8 @@ anything else is a client connection and the frame is its first batch of request
 Client connections pipeline: the reader parses every request of a frame and hands it to the
 node (which answers at once or later); replies are collected and a writer task sends all
 replies ready at that moment as one frame. At most `INFLIGHT_MAX` requests may be pending per
-connection; beyond that the reader stops reading (TCP backpressure). A malformed frame gets an
+connection (counted until the reply is sent); beyond that the reader stops reading (TCP
+backpressure), so a client that never reads its replies costs bounded memory. A malformed frame gets an
 INVALID reply with request id None and the connection is closed; a malformed request inside a
 good frame gets its own INVALID reply. Nothing a client sends can stop the node.
 """
@@ -50,9 +51,13 @@ class ClientConn:
     def reply(self, rid, status: int, payload) -> None:
         if self.closed:
             return
-        self.inflight -= 1
         self._replies.append([rid, status, payload])
         self._wake.set()
+
+    def _sent(self, n: int) -> None:
+        # a request stops counting as in flight only once its reply is on the wire, so a
+        # client that sends without reading cannot make the node buffer replies without bound
+        self.inflight -= n
         if self.inflight < INFLIGHT_MAX:
             self._room.set()
 
@@ -83,9 +88,11 @@ class ClientConn:
                         f = encode_frame([[r[0], int(Status.INVALID), {"reason": "reply too large"}]])
                     with trio.fail_after(SEND_TIMEOUT_S):
                         await self.stream.send_all(f)
+                self._sent(len(batch))
                 continue
             with trio.fail_after(SEND_TIMEOUT_S):
                 await self.stream.send_all(frame)
+            self._sent(len(batch))
 
 
 class Server:

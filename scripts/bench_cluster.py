@@ -30,6 +30,16 @@ from client.errors import KVError  # noqa: E402
 from kvstore.testing import LocalCluster  # noqa: E402
 
 
+def proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
 def pct(sorted_vals: list[float], p: float) -> float:
     if not sorted_vals:
         return float("nan")
@@ -130,18 +140,23 @@ def main() -> int:
                         [spy, "record", "-f", "raw", "-o", out, "-r", "100", "-d",
                          str(int(args.seconds) + 3), "-p", str(c.procs[i].pid)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cpu0 = {i: proc_cpu_s(c.procs[i].pid) for i in c.ids}
             r = trio.run(run_workload, c.addrs, args.seconds, args.concurrency, args.clients,
                          read_frac, args.keys, value)
+            node_cpu = sum(proc_cpu_s(c.procs[i].pid) - cpu0[i] for i in c.ids)
             print(f"{wl:>7}: {r['ops_per_s']:8.0f} ops/s   p50 {r['p50_ms']:6.2f} ms   "
                   f"p99 {r['p99_ms']:6.2f} ms   max {r['max_ms']:7.1f} ms   errors {r['errors']}   "
-                  f"(load generator CPU {100 * r['client_cpu']:.0f}%)",
+                  f"(load generator CPU {100 * r['client_cpu']:.0f}%; nodes' CPU "
+                  f"{node_cpu * 1e6 / max(1, r['ops']):.0f} us/op)",
                   flush=True)
             for p in spies:
                 p.wait(timeout=60)
         for i in c.ids:
             st = c.status(i)["stats"]
-            print(f"node {i}: turns {st['turns']} persists {st['persists']} "
-                  f"proposed {st['proposed']} applied entries {st['applied_entries']}")
+            print(f"node {i}: turns {st['turns']} (groups per turn {st['readies'] / max(1, st['turns']):.1f}) "
+                  f"persists {st['persists']} proposed {st['proposed']} applied entries "
+                  f"{st['applied_entries']}; in turns {st['turn_ms'] / 1000:.1f} s, of which "
+                  f"storage {st['storage_ms'] / 1000:.1f} s")
     return 0
 
 

@@ -162,3 +162,28 @@ def test_deep_pipeline_is_answered_in_full(cluster):
         assert all(st == Status.OK for st, _ in replies)
         versions = [p["version"] for _, p in replies]
         assert len(set(versions)) == len(versions)
+
+
+def test_client_that_never_reads_does_not_stall_others(cluster):
+    key = b"flood"
+    b = bucket_of(key, 4)
+    addr = leader_addr(cluster, key)
+    host, port = addr.rsplit(":", 1)
+    flood = socket.create_connection((host, int(port)), timeout=5)
+    flood.setblocking(False)
+    frame = encode_frame([[i, "get", {"key": key, "bucket": b}] for i in range(2000)])
+    sent = 0
+    try:
+        for _ in range(50):  # until the node stops reading (backpressure) or 100k requests
+            try:
+                flood.send(frame)
+                sent += 1
+            except BlockingIOError:
+                break
+        with RawConn(addr) as conn:
+            st, payload = conn.call("put", {"key": key, "value": b"ok", "bucket": b})
+            assert st == Status.OK
+    finally:
+        flood.close()
+    assert sent >= 1
+    assert_serving(cluster)
