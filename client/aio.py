@@ -50,6 +50,7 @@ CONSISTENCIES = ("linearizable", "follower")
 MAX_IMMEDIATE_HOPS = 3  # leader hints followed without backoff, in a row
 SCAN_CONCURRENCY = 64  # buckets scanned at once
 RETRY_RESERVE_FRACTION = 0.1  # of an operation's timeout, see _execute
+TIMER_SLACK_SECONDS = 0.005
 
 # attempt kinds: a reply; never sent; sent and the connection died; sent and no reply in time
 # on a connection that is still receiving (a slow node, not a dead one)
@@ -68,6 +69,39 @@ class _Backoff:
         self._n = min(self._n + 1, 30)
         delay = self._rng.uniform(delay / 2, delay)
         await trio.sleep_until(min(deadline, trio.current_time() + delay))
+
+
+class _AttemptTimer:
+    """Expires attempts: one task and a heap of (deadline, call) for every attempt in flight.
+
+    Entries of calls answered in time stay in the heap until their deadline (lazy deletion).
+    Deadlines are honoured to within TIMER_SLACK_SECONDS, so one wake-up handles many.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Call]] = []
+        self._count = 0
+        self._target = math.inf
+        self._wake = trio.Event()
+
+    def arm(self, deadline: float, call: Call) -> None:
+        self._count += 1
+        heapq.heappush(self._heap, (deadline, self._count, call))
+        if deadline + TIMER_SLACK_SECONDS < self._target:
+            self._wake.set()
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                call = heapq.heappop(heap)[2]
+                if not call.done.is_set():
+                    call.done.set()  # neither a reply nor lost: the waiter sees it expired
+            self._target = heap[0][0] + TIMER_SLACK_SECONDS if heap else math.inf
+            self._wake = trio.Event()
+            with trio.move_on_at(self._target):
+                await self._wake.wait()
 
 
 class _OpState:
@@ -147,6 +181,7 @@ class AsyncClient:
         self._map: BucketMap | None = None
         self._refreshing: trio.Event | None = None
         self._conns: dict[str, Connection] = {}
+        self._timer = _AttemptTimer()
         self._nursery: trio.Nursery | None = None
         self._nursery_cm = None
         self._closed = False
@@ -159,6 +194,7 @@ class AsyncClient:
             raise RuntimeError("an AsyncClient can be entered only once")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._timer.run)
         return self
 
     async def __aexit__(self, *exc_info) -> bool:
@@ -470,25 +506,30 @@ class AsyncClient:
 
         Returns (kind, status, payload) with kind _REPLY, _NOT_SENT, _MAYBE or _SLOW.
         """
-        call: Call | None = None
-        conn: Connection | None = None
-        with trio.move_on_at(until):
-            try:
-                conn = self._conns.get(addr)
-                if conn is None or conn.closed or not conn.ready.is_set():
+        conn = self._conns.get(addr)
+        call = None if conn is None else conn.submit_nowait(op, args, size)
+        if call is None:  # slow path: connect first, or wait for an in-flight slot
+            with trio.move_on_at(until):
+                try:
                     conn = await self._connection(addr)
-                call = await conn.submit(op, args, size)
-            except NotSent:
+                    call = await conn.submit(op, args, size)
+                except NotSent:
+                    return _NOT_SENT, None, None
+            if call is None:
                 return _NOT_SENT, None, None
+        # The attempt's timeout is the client's timer, not a cancel scope per request: a
+        # cancel scope with its own deadline costs about as much CPU as the rest of a request.
+        self._timer.arm(until, call)
+        try:
             await call.done.wait()
-        if call is None:
-            return _NOT_SENT, None, None
-        if call.done.is_set():
-            if call.lost:
-                return (_MAYBE if call.sent else _NOT_SENT), None, None
+        except BaseException:  # cancelled by the caller: stop waiting for the reply
+            conn.abandon(call)
+            raise
+        if call.status is not None:
             return _REPLY, call.status, call.payload
-        assert conn is not None
-        if not conn.abandon(call):
+        if call.lost:
+            return (_MAYBE if call.sent else _NOT_SENT), None, None
+        if not conn.abandon(call):  # expired by the timer
             return _NOT_SENT, None, None
         if conn.last_receive_time < call.sent_at:
             # Nothing at all came back on this connection since we sent: the node looks

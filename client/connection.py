@@ -42,7 +42,8 @@ def split_addr(addr: str) -> tuple[str, int]:
 
 
 class Call:
-    """One request on a connection; `done` is set when a reply came or the connection died."""
+    """One request on a connection. `done` is set when a reply came (`status` is not None),
+    the connection died (`lost`), or the client's timer expired the attempt (neither)."""
 
     __slots__ = ("rid", "msg", "size", "sent", "lost", "abandoned", "status", "payload", "done", "sent_at")
 
@@ -84,17 +85,27 @@ class Connection:
 
     # -- used by the client --------------------------------------------------------------
 
+    def submit_nowait(self, op: str, args: dict, size: int = 64) -> Call | None:
+        """Queue a request if the connection is open and has a free slot, else None."""
+        if self.closed or not self.ready.is_set():
+            return None
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        return self._queue(op, args, size)
+
     async def submit(self, op: str, args: dict, size: int = 64) -> Call:
         """Queue a request; waits for an in-flight slot. Raises NotSent if the connection died."""
         if self.closed:
             raise NotSent(self.error or "connection closed")
-        try:
-            self._slots.acquire_nowait()  # the common case: no scheduler round trip
-        except trio.WouldBlock:
-            await self._slots.acquire()
+        await self._slots.acquire()
         if self.closed:
             self._slots.release()
             raise NotSent(self.error or "connection closed")
+        return self._queue(op, args, size)
+
+    def _queue(self, op: str, args: dict, size: int) -> Call:
         rid = self._next_rid
         self._next_rid += 1
         call = Call(rid, [rid, op, args], size)
@@ -105,7 +116,7 @@ class Connection:
 
     def abandon(self, call: Call) -> bool:
         """The caller stops waiting for `call`; returns whether it may have been sent."""
-        if call.done.is_set():
+        if call.status is not None or call.lost:
             return call.sent
         if not call.sent:
             self._outbox.remove(call)
@@ -226,7 +237,9 @@ class Connection:
         call = self._pending.pop(rid, None)
         if call is None:
             return  # a reply to an id we never sent or already failed: nothing waits for it
+        self._slots.release()
+        if call.abandoned:
+            return  # the caller gave up on it: the reply must not be taken for anything
         call.status = status
         call.payload = payload
         call.done.set()
-        self._slots.release()
