@@ -85,7 +85,10 @@ def run_compare(args) -> list[dict]:
                     spec = system.driver_spec()
                     spec["connections"] = args.connections
                     pids = system.pids()
-                    cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+                    marks: dict[str, tuple[float, float]] = {}
+
+                    def on_window(name, pids=pids, marks=marks):
+                        marks[name] = (_cpu_seconds(pids), time.monotonic())
                     progress = Progress(cfg)
                     profiler = None
                     if args.profile_dir and name in args.profile.split(","):
@@ -93,7 +96,8 @@ def run_compare(args) -> list[dict]:
 
                         profiler = Profiler(pids, os.path.join(os.path.abspath(args.profile_dir), f"{name}-{wl}"))
                     try:
-                        report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress, log=log))
+                        report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress,
+                                                                log=log, on_window=on_window))
                     finally:
                         if profiler is not None:
                             from kvstore.bench.profiling import summarize
@@ -102,13 +106,18 @@ def run_compare(args) -> list[dict]:
                                 with open(path[:-4] + "-summary.txt", "w") as f:
                                     f.write(summarize(path) + "\n")
                                 log(f"profile: {path} (summary: {path[:-4]}-summary.txt)")
-                    server_cpu = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
                     loaded = True
                     report["system"] = name
                     report["label"] = f"{name} {wl}"
-                    report["server_cpu_cores"] = round(server_cpu, 2)
+                    if "start" in marks and "end" in marks:
+                        (c0, t0), (c1, t1) = marks["start"], marks["end"]
+                        cores = (c1 - c0) / max(1e-9, t1 - t0)
+                        report["server_cpu_cores"] = round(cores, 2)
+                        report["server_cpu_us_per_op"] = (round(cores * 1e6 / report["throughput_ops_s"])
+                                                          if report["throughput_ops_s"] else None)
                     log(summary_text(report))
-                    log(f"server CPU (all its processes, whole run incl. load): {server_cpu:.2f} cores")
+                    log(f"server CPU in the measured window (all its processes): "
+                        f"{report.get('server_cpu_cores')} cores, {report.get('server_cpu_us_per_op')} µs per op")
                     results.append({"system": name, "workload": wl, "report": report})
     finally:
         import shutil
@@ -125,9 +134,11 @@ def markdown(results: list[dict], args, command: str) -> str:
              f"{args.concurrency} clients, {args.value_size}-byte values, {args.records} records, "
              f"{'closed loop' if not args.rate else f'open loop at {args.rate:.0f} ops/s'}, "
              f"{args.duration:g} s measured after {args.warmup:g} s warm-up, reads {args.consistency}, "
-             f"key choice {args.distribution or 'zipfian (workload default)'}.", "",
-             "| workload | store | ops/s | p50 ms | p99 ms | errors | kvstore ops/s ÷ store's | kvstore p99 ÷ store's (< 1: kvstore lower) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"key choice {args.distribution or 'zipfian (workload default)'}. Server CPU: all of a store's "
+             f"processes over the measured window, per completed op (2 cores on this machine, shared with "
+             f"the generator).", "",
+             "| workload | store | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | kvstore ops/s ÷ store's | kvstore p99 ÷ store's (< 1: kvstore lower) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for wl in workloads:
         base = by.get(("kvstore", wl), {}).get("report")
         for s in systems_seen:
@@ -135,7 +146,7 @@ def markdown(results: list[dict], args, command: str) -> str:
             if r is None:
                 continue
             if "report" not in r:
-                lines.append(f"| {wl} | {s} | n/a ({r['skipped']}) | | | | | |")
+                lines.append(f"| {wl} | {s} | n/a ({r['skipped']}) | | | | | | |")
                 continue
             rep = r["report"]
             lat = rep["all"]["latency_ms"]
@@ -147,7 +158,7 @@ def markdown(results: list[dict], args, command: str) -> str:
             fmt = lambda v: "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"  # noqa: E731
             errs = rep["errors_total"] + (rep["schedule"]["missed"] or 0)
             lines.append(f"| {wl} | {s} | {rep['throughput_ops_s']:.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | "
-                         f"{errs} | {ratio_ops} | {ratio_p99} |")
+                         f"{errs} | {rep.get('server_cpu_us_per_op') or '-'} | {ratio_ops} | {ratio_p99} |")
     lines += ["", "| store | what an acknowledged write survives; reads |", "|---|---|"]
     for s in systems_seen:
         rep = next((r["report"] for r in results if r["system"] == s and "report" in r), None)

@@ -142,11 +142,12 @@ async def _call(driver: Driver, op: str, key: bytes, arg) -> None:
 
 
 async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
-                   start_at: float | None = None, on_interval=None) -> dict:
+                   start_at: float | None = None, on_interval=None, on_window=None) -> dict:
     """Runs this process's share of the load against an opened driver; returns its raw result.
 
     `start_at` is a trio clock time (several processes align on it); `on_interval(dict)` is
-    called with each closed interval (for a live display).
+    called with each closed interval (for a live display); `on_window("start" | "end")` when
+    the measured window starts and ends (to measure the servers' CPU over the same window).
     """
     concurrency, rate = cfg.share(process_index)
     gen = OpGenerator(get_workload(cfg.workload), cfg.records, cfg.value_size,
@@ -208,10 +209,18 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
     async def mark_cpu(at: float, name: str) -> None:
         await trio.sleep_until(at)
         cpu_marks[name] = time.process_time()
+        if on_window is not None:
+            on_window("start")
+
+    async def mark_end() -> None:
+        await trio.sleep_until(end)
+        if on_window is not None:
+            on_window("end")
 
     async with trio.open_nursery() as outer:
         outer.start_soon(ticker)
         outer.start_soon(mark_cpu, measure_start, "measure_start")
+        outer.start_soon(mark_end)
         async with trio.open_nursery() as workers:
             for _ in range(concurrency):
                 workers.start_soon(worker)

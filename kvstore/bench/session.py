@@ -24,7 +24,7 @@ WORKER_STARTUP_S = 2.0
 
 
 async def run_benchmark(cfg: LoadConfig, driver_spec: dict, *, load: bool = True,
-                        progress=None, log=None) -> dict:
+                        progress=None, log=None, on_window=None) -> dict:
     cfg.validate()
     log = log or (lambda text: None)
     driver_spec = dict(driver_spec, consistency=cfg.consistency)
@@ -47,22 +47,31 @@ async def run_benchmark(cfg: LoadConfig, driver_spec: dict, *, load: bool = True
                 if loaded["ok"] == 0:
                     raise RuntimeError(f"could not load any record: {loaded['errors']} {loaded['error_samples'][:2]}")
             if cfg.processes == 1:
-                raws = [await run_load(driver, cfg, on_interval=on_interval)]
+                raws = [await run_load(driver, cfg, on_interval=on_interval, on_window=on_window)]
         finally:
             with trio.CancelScope(shield=True):
                 await driver.close()
             nursery.cancel_scope.cancel()
     if cfg.processes > 1:
-        raws = await _run_workers(cfg, driver_spec, on_interval)
+        raws = await _run_workers(cfg, driver_spec, on_interval, on_window)
     if progress is not None:
         progress.finish()
     return aggregate(raws, cfg, info)
 
 
-async def _run_workers(cfg: LoadConfig, driver_spec: dict, on_interval) -> list[dict]:
+async def _run_workers(cfg: LoadConfig, driver_spec: dict, on_interval, on_window=None) -> list[dict]:
     start_at_unix = time.time() + WORKER_STARTUP_S
     raws: list[dict | None] = [None] * cfg.processes
     problems: list[str] = []
+
+    async def window_marks() -> None:
+        if on_window is None:
+            return
+        start = trio.current_time() + (start_at_unix - time.time())
+        await trio.sleep_until(start + cfg.warmup_s)
+        on_window("start")
+        await trio.sleep_until(start + cfg.warmup_s + cfg.duration_s)
+        on_window("end")
 
     async def one(index: int) -> None:
         job = json.dumps({"config": cfg.to_dict(), "driver": driver_spec, "process_index": index,
@@ -102,6 +111,7 @@ async def _run_workers(cfg: LoadConfig, driver_spec: dict, on_interval) -> list[
             problems.append(f"worker {index} exited with {proc.returncode} and no result")
 
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(window_marks)
         for i in range(cfg.processes):
             nursery.start_soon(one, i)
     if problems:

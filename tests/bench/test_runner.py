@@ -134,3 +134,19 @@ def test_report_json_schema():
     assert [p["t_s"] for p in report["series"]][:3] == [0.0, 1.0, 2.0]
     assert all(set(p) >= {"t_s", "ops_s", "p50_ms", "p99_ms", "errors"} for p in report["series"])
     assert report["schedule"]["missed"] == 0
+
+
+def test_window_marks_bracket_the_measured_window():
+    cfg = LoadConfig(workload="C", records=10, concurrency=2, duration_s=2.0, warmup_s=1.0, rate=50.0)
+    driver = FakeDriver(latency_s=0.001)
+    marks = []
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await driver.open(nursery)
+            t0 = trio.current_time()
+            await run_load(driver, cfg, on_window=lambda name: marks.append((name, trio.current_time() - t0)))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert [m[0] for m in marks] == ["start", "end"]
+    assert marks[0][1] == pytest.approx(1.0) and marks[1][1] == pytest.approx(3.0)
