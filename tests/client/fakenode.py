@@ -38,8 +38,14 @@ class Silent:  # never answer; apply=True: apply the write anyway
 
 
 @dataclass
-class Delay:  # answer normally after `seconds`
+class Delay:  # answer normally after `seconds` (or with `reply`, decided now, sent then)
     seconds: float
+    reply: Reply | None = None
+
+
+@dataclass
+class Garbage:  # answer with bytes that are not a valid frame
+    data: bytes = b"\x00\x00\x00\x01\xc1"
 
 
 def error(reason="", leader=None, leader_addr=None, epoch=1) -> dict:
@@ -170,7 +176,14 @@ class FakeCluster:
         action = self.script(node, op, args) if self.script else None
         if isinstance(action, Delay):
             await trio.sleep(action.seconds)
-            action = None
+            action = action.reply
+        if isinstance(action, Garbage):
+            async with send_lock:
+                try:
+                    await stream.send_all(action.data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    scope.cancel()
+            return
         if isinstance(action, (Drop, Silent)):
             if action.apply:
                 self._normal(node, op, args)

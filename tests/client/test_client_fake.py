@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 import trio
@@ -627,3 +628,87 @@ def test_random_faults_never_misreport_an_outcome(fake, seed):
             assert applies == 1 and fake.store[key] == (b"v", version), key
         elif kind == "unavailable":
             assert applies == 0, key
+
+
+def test_a_late_reply_is_never_taken_for_another_request(fake):
+    state = {"first": True}
+
+    def script(node, op, args):
+        if op == "get" and args["key"] == b"k" and state["first"]:
+            state["first"] = False  # answer the first read late, with what it saw then
+            return Delay(0.6, Reply(Status.OK, {"value": b"old", "version": 1}))
+        return None
+
+    async def main():
+        async with aclient(fake, timeout=5.0, attempt_timeout=0.2) as c:
+            await c.put(b"k", b"old")
+            fake.script = script
+            async with trio.open_nursery() as nursery:
+                async def traffic():  # keep the connection visibly alive
+                    while True:
+                        await c.get(b"other")
+                        await trio.sleep(0.02)
+
+                nursery.start_soon(traffic)
+                get = trio.Event()
+
+                async def reader():
+                    assert await c.get(b"k") == b"new"  # the retry's answer, not the late one
+                    get.set()
+
+                nursery.start_soon(reader)
+                await trio.sleep(0.1)  # the first attempt is now waiting at the node
+                await c.put(b"k", b"new")
+                await get.wait()
+                await trio.sleep(0.7)  # the late reply arrives now and must be dropped
+                for _ in range(5):
+                    assert await c.get(b"k") == b"new"
+                nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_garbage_reply_closes_the_connection_and_the_retry_succeeds(fake):
+    from tests.client.fakenode import Garbage
+
+    state = {"first": True}
+
+    def script(node, op, args):
+        if op == "get" and state["first"]:
+            state["first"] = False
+            return Garbage()
+        return None
+
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"k", b"v")
+            fake.script = script
+            assert await c.get(b"k") == b"v"
+
+    run(main)
+
+
+def test_closing_the_sync_client_releases_blocked_threads(fake):
+    fake.script = lambda node, op, args: Silent() if op == "get" else None
+    results = []
+    c = Client(fake.addrs, timeout=30.0)
+    c.put(b"k", b"v")
+
+    def worker():
+        try:
+            c.get(b"k")
+            results.append("returned")
+        except ClientClosed:
+            results.append("closed")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while len(fake.ops("get")) < 8:  # until every thread's get waits at the fake node
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    c.close()
+    for t in threads:
+        t.join(HANG_GUARD_SECONDS)
+    assert results == ["closed"] * 8
