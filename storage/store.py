@@ -62,6 +62,7 @@ from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
 
 DEFAULT_MAP_SIZE = 1 << 30
 _U64 = struct.Struct(">Q")
+_LOG_KEY = struct.Struct(">QQ")
 _HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
@@ -137,7 +138,7 @@ class NodeStore:
         self._pins: dict[int, list[int]] = {}  # bucket -> versions of running snapshot streams
         self._epochs: dict[int, int] = {}  # bucket -> bumped when its data is replaced/removed
         # Read gate: set_mapsize needs no live transaction in this process.
-        self._gate = threading.Condition()
+        self._gate = threading.Condition(threading.Lock())
         self._readers = 0
         self._resizing = False
 
@@ -430,33 +431,34 @@ class NodeStore:
         gp = group_prefix(gid)
         if w.snapshot is not None and w.snapshot.metadata.index > st.snapshot.metadata.index:
             st = self._install_snapshot_meta(txn, gid, st, w.snapshot)
+        last, last_term, hs, cs = st.last_index, st.last_term, st.hard_state, st.conf_state
         entries = w.entries
-        if entries:
-            first = st.first_index
-            if entries[0].index < first:  # already compacted: committed, nothing to do
-                entries = [e for e in entries if e.index >= first]
+        if entries and entries[0].index <= st.offset_index:
+            # already compacted, so committed: nothing to do for those
+            entries = [e for e in entries if e.index > st.offset_index]
         if entries:
             lo = entries[0].index
-            if lo > st.last_index + 1:
-                raise InvalidInput(
-                    f"group {gid}: append at {lo} leaves a gap after {st.last_index}")
-            for a, b in zip(entries, entries[1:]):
-                if b.index != a.index + 1:
-                    raise InvalidInput(f"group {gid}: entries not contiguous at {b.index}")
-            if lo <= st.last_index:
-                self._delete_log_range(txn, gid, lo, st.last_index)
+            if lo > last + 1:
+                raise InvalidInput(f"group {gid}: append at {lo} leaves a gap after {last}")
+            if entries[-1].index - lo != len(entries) - 1 or any(
+                    b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
+                raise InvalidInput(f"group {gid}: entries not contiguous from {lo}")
+            if lo <= last:
+                self._delete_log_range(txn, gid, lo, last)
             put = txn.put
             db = self._db_log
+            pack_key = _LOG_KEY.pack
+            encode = codec.encode_entry
             for e in entries:
-                put(log_key(gid, e.index), codec.encode_entry(e), db=db)
-            st = st.replace(last_index=entries[-1].index, last_term=entries[-1].term)
-        if w.hard_state is not None and w.hard_state != st.hard_state:
-            txn.put(gp + _HS, codec.encode_hard_state(w.hard_state), db=self._db_raft)
-            st = st.replace(hard_state=w.hard_state)
-        if w.conf_state is not None and w.conf_state != st.conf_state:
-            txn.put(gp + _CS, codec.encode_conf_state(w.conf_state), db=self._db_raft)
-            st = st.replace(conf_state=w.conf_state)
-        return st
+                put(pack_key(gid, e.index), encode(e), db=db)
+            last, last_term = entries[-1].index, entries[-1].term
+        if w.hard_state is not None and w.hard_state != hs:
+            hs = w.hard_state
+            txn.put(gp + _HS, codec.encode_hard_state(hs), db=self._db_raft)
+        if w.conf_state is not None and w.conf_state != cs:
+            cs = w.conf_state
+            txn.put(gp + _CS, codec.encode_conf_state(cs), db=self._db_raft)
+        return GroupState(st.offset_index, st.offset_term, last, last_term, hs, cs, st.snapshot)
 
     def persist(self, batch: Iterable[GroupWrite]) -> None:
         """Persist what the groups' Readys ask for, all in ONE transaction with ONE fsync.
