@@ -11,6 +11,15 @@ client's nursery, and the caller blocks on a `queue.SimpleQueue` for the task's 
 avoids `trio.from_thread.run`'s "not from a trio thread" restriction, so a Client may even be
 used (blocking) from code that runs under some other trio loop.
 
+Measured (client CPU per put against a trivial trio server on loopback, medians of three runs
+on the shared, heavily loaded 2-core machine; see the README for the command): AsyncClient
+sequential ~120 us, AsyncClient with 128 concurrent tasks ~21 us; this Client from one thread
+~260 us (the two thread hand-offs cost ~45 us CPU and, under load, ~200 us of wake-up latency),
+from 16 threads ~58 us, because the threads' requests share frames. A simpler design (a
+blocking socket per thread) would save the hand-offs for a lone thread but lose the sharing
+and duplicate the whole routing/retry logic in a blocking flavour; a program that needs every
+microsecond uses AsyncClient directly.
+
 Closing the client cancels calls still running; they raise ClientClosed.
 """
 
