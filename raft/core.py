@@ -38,6 +38,7 @@ from .types import (
     Compacted,
     ConfChange,
     ConfChangeError,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -273,7 +274,9 @@ class Raft:
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
-                if not self._quorum_active():
+                # A leader that is no longer a voter keeps leading until it has handed over:
+                # it may hold the only complete log (it cannot commit or serve reads alone).
+                if not self._quorum_active() and self.id in self.voters:
                     self.become_follower(self.term, NONE)
                     return
             if self.lead_transferee != NONE:
@@ -684,6 +687,11 @@ class Raft:
                 f"a membership change (or this leader's first entry) at index "
                 f"{self.pending_conf_index} is not applied yet (applied {self.log.applied})")
         check_conf_change(self.conf, change)
+        if change.node_id == self.id and change.type != ConfChangeType.ADD_VOTER:
+            # Removing the leader can leave a two-voter group unable to elect (the survivor
+            # may need the removed node's vote, which its longer log withholds).
+            raise ConfChangeError("the leader cannot remove or demote itself: transfer "
+                                  "leadership to another voter first")
         index = self.log.last_index() + 1
         self.log.append([Entry(self.term, index, EntryType.CONF_CHANGE,
                                encode_conf_change(change))])
@@ -706,12 +714,13 @@ class Raft:
 
     def _leader_read_index(self, context: bytes, frm: int) -> None:
         log = self.log
+        if log.term_or_zero(log.committed) != self.term:
+            # Our commit index may lag the true one until our first entry commits (§6.4);
+            # even as the only voter (the group may have shrunk under a previous leader).
+            self.reads_waiting_for_commit.append((context, frm))
+            return
         if len(self.voters) == 1 and self.id in self.voters:
             self._read_ready(log.committed, frm, context)
-            return
-        if log.term_or_zero(log.committed) != self.term:
-            # Our commit index may lag the true one until our first entry commits (§6.4).
-            self.reads_waiting_for_commit.append((context, frm))
             return
         if context in self.pending_reads:
             return  # already pending: one answer per context

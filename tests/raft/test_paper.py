@@ -585,23 +585,38 @@ def test_membership_remove_follower_shrinks_quorum():
     assert net.applied[1] == net.applied[2] == [b"a"]
 
 
-def test_membership_removed_leader_hands_over_leadership():
+def test_membership_leader_cannot_remove_itself():
     net = Network()
     net.elect(1)
-    net.cut(1, 3)
-    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 1))
-    net.nodes[1].propose(b"x")  # after the change: only 1 and 2 will have it
+    for kind in (ConfChangeType.REMOVE_NODE, ConfChangeType.ADD_LEARNER):
+        with pytest.raises(ConfChangeError):
+            net.nodes[1].propose_conf_change(ConfChange(kind, 1))
+
+
+def test_membership_removed_leader_hands_over_leadership():
+    net = Network()
+    net.elect(2)
+    removal = net.nodes[2].propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 1))
+    # Node 1 gets the entry but never hears from 2 that it committed...
+    net.filter = lambda m: not (m.frm == 2 and m.to == 1 and m.commit >= removal)
     net.deliver()
-    # 1 applied its removal; 3 may not even know it committed. 1 transfers leadership to the
-    # most up-to-date voter instead of leaving 2 and 3 to elect without its vote.
-    assert net.nodes[2].role == Role.LEADER and net.nodes[2].term == 3
-    net.tick(nodes=[1], times=1)  # its next heartbeat learns of term 3
-    assert net.nodes[1].role == Role.FOLLOWER
-    assert net.leader() == 2
+    assert net.nodes[2].status().conf_state.voters == (2, 3)
+    assert net.nodes[1].status().conf_state.voters == (1, 2, 3)
+    # ... and becomes leader (a transfer that 2 had started before it applied the removal).
+    net.nodes[1].step(Message(T.TIMEOUT_NOW, 1, 2, net.nodes[2].term))
+    net.filter = None
+    net.cut(1, 2)
+    net.deliver()
+    # 1 won with 3's vote, committed its first entry, applied its own removal: it hands
+    # leadership to the most up-to-date voter rather than leaving 2 and 3 to sort it out.
+    assert net.nodes[1].status().conf_state.voters == (2, 3)
+    assert any(m.type == T.TIMEOUT_NOW and (m.frm, m.to) == (1, 3) for m in net.sent)
+    assert net.nodes[3].role == Role.LEADER
     net.heal()
-    net.propose(2, b"after")
-    assert net.applied[2] == net.applied[3] == [b"x", b"after"]
-    assert net.nodes[3].status().conf_state.voters == (2, 3)
+    net.tick(times=2)
+    assert net.nodes[1].role == Role.FOLLOWER and net.leader() == 3
+    net.propose(3, b"after")
+    assert net.applied[2] == net.applied[3] == [b"after"]
     with pytest.raises(ProposalDropped):
         net.nodes[1].propose(b"no longer a member")
     net.tick(nodes=[1], times=50)
