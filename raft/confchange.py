@@ -6,6 +6,10 @@ of the old configuration overlaps any majority of the new one. The leader allows
 change that is not yet applied, and none before an entry of its own term is committed (the fix
 for the single-server bug found by Ongaro, raft-dev 2015): see `Raft.propose_conf_change`.
 A change takes effect on each node when its driver applies the entry (`apply_conf_change`).
+The leader does not remove or demote itself (transfer leadership first): in a two-voter group
+the survivor could otherwise need the removed node's vote, which the removed node's longer log
+withholds, and the removed node never campaigns. A leader that applies its own removal anyway
+(proposed by a predecessor) hands leadership over before stepping down.
 """
 
 from __future__ import annotations
