@@ -212,10 +212,18 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
         if on_window is not None:
             on_window("start")
 
+    ended = False
+
+    def window_ended() -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            if on_window is not None:
+                on_window("end")
+
     async def mark_end() -> None:
         await trio.sleep_until(end)
-        if on_window is not None:
-            on_window("end")
+        window_ended()
 
     async with trio.open_nursery() as outer:
         outer.start_soon(ticker)
@@ -226,6 +234,9 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
                 workers.start_soon(worker)
         cpu_marks["end"] = time.process_time()
         cpu_marks.setdefault("measure_start", cpu_marks["end"])
+        if not ended:  # the last worker can finish a little before the window's end
+            await trio.sleep_until(end)
+            window_ended()
         outer.cancel_scope.cancel()
     finished = trio.current_time()
 
