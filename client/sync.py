@@ -12,7 +12,7 @@ avoids `trio.from_thread.run`'s "not from a trio thread" restriction, so a Clien
 used (blocking) from code that runs under some other trio loop.
 
 Measured (client CPU per put against a trivial trio server on loopback, medians of three runs
-on the shared, heavily loaded 2-core machine; see the README for the command): AsyncClient
+on the shared, heavily loaded 2-core machine; `python -m tests.client.bench_overhead`): AsyncClient
 sequential ~120 us, AsyncClient with 128 concurrent tasks ~21 us; this Client from one thread
 ~260 us (the two thread hand-offs cost ~45 us CPU and, under load, ~200 us of wake-up latency),
 from 16 threads ~58 us, because the threads' requests share frames. A simpler design (a
