@@ -193,15 +193,22 @@ class AsyncClient:
         if self._nursery is not None or self._closed:
             raise RuntimeError("an AsyncClient can be entered only once")
         self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._nursery.start_soon(self._timer.run)
+        outer = await self._nursery_cm.__aenter__()
+        self._nursery = await outer.start(self._background)
         return self
+
+    async def _background(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # Background tasks (connections, map refreshes, the timer) live in this inner nursery,
+        # so closing the client cancels them and never the caller's own code in the block.
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            nursery.start_soon(self._timer.run)
 
     async def __aexit__(self, *exc_info) -> bool:
         self._shutdown()
-        # The background tasks (connections, map refreshes) never raise; telling the nursery
-        # that the body ended normally lets the body's own exception (OutcomeUnknown, ...)
-        # propagate as itself rather than wrapped in an ExceptionGroup.
+        # The background tasks never raise; telling the nursery that the body ended normally
+        # lets the body's own exception (OutcomeUnknown, ...) propagate as itself rather than
+        # wrapped in an ExceptionGroup.
         await self._nursery_cm.__aexit__(None, None, None)
         return False
 

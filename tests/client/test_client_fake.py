@@ -712,3 +712,16 @@ def test_closing_the_sync_client_releases_blocked_threads(fake):
     for t in threads:
         t.join(HANG_GUARD_SECONDS)
     assert results == ["closed"] * 8
+
+
+def test_aclose_inside_the_block_does_not_cancel_the_caller(fake):
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"k", b"v")
+            await c.aclose()
+            await trio.sleep(0.01)  # would raise Cancelled if aclose cancelled the caller
+            with pytest.raises(ClientClosed):
+                await c.get(b"k")
+        return "done"
+
+    assert run(main) == "done"
