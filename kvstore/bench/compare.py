@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 
 import trio
@@ -58,6 +59,30 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def _stats_delta(before: dict | None, after: dict | None, seconds: float) -> dict:
+    """Per node: counters' rates over the window, and the derived per-turn figures."""
+    out = {}
+    for addr, end in (after or {}).items():
+        start = (before or {}).get(addr)
+        if not start:
+            continue
+        d = {k: end[k] - start.get(k, 0) for k in end if isinstance(end[k], (int, float)) and k != "leader_of"}
+        row = {"leader_of": end.get("leader_of")}
+        for k in ("turns", "persists", "proposed", "applied_entries"):
+            if k in d:
+                row[f"{k}_per_s"] = round(d[k] / seconds)
+        if d.get("turns"):
+            for k in ("turn_ms", "storage_ms"):
+                if k in d:
+                    row[f"{k}_per_turn"] = round(d[k] / d["turns"], 2)
+            if "turn_ms" in d:
+                row["turn_busy_share"] = round(d["turn_ms"] / 1000 / seconds, 2)
+        if d.get("persists") and "proposed" in d:
+            row["proposals_per_persist"] = round(d["proposed"] / d["persists"], 1)
+        out[addr] = row
+    return out
+
+
 def run_compare(args) -> list[dict]:
     names = [s for s in args.systems.split(",") if s]
     workloads = [w.upper() for w in args.workloads.split(",") if w]
@@ -87,8 +112,14 @@ def run_compare(args) -> list[dict]:
                     pids = system.pids()
                     marks: dict[str, tuple[float, float]] = {}
 
-                    def on_window(name, pids=pids, marks=marks):
+                    stat_threads = []
+
+                    def on_window(name, pids=pids, marks=marks, system=system):
                         marks[name] = (_cpu_seconds(pids), time.monotonic())
+                        # the store's own counters, fetched off the event loop
+                        t = threading.Thread(target=lambda: marks.__setitem__(name + "-stats", system.internal_stats()))
+                        t.start()
+                        stat_threads.append(t)
                     progress = Progress(cfg)
                     profiler = None
                     if args.profile_dir and name in args.profile.split(","):
@@ -106,8 +137,15 @@ def run_compare(args) -> list[dict]:
                                 with open(path[:-4] + "-summary.txt", "w") as f:
                                     f.write(summarize(path) + "\n")
                                 log(f"profile: {path} (summary: {path[:-4]}-summary.txt)")
+                    for t in stat_threads:
+                        t.join(timeout=10)
                     loaded = True
                     report["system"] = name
+                    node_stats = _stats_delta(marks.get("start-stats"), marks.get("end-stats"), cfg.duration_s)
+                    if node_stats:
+                        report["server_stats"] = node_stats
+                        for addr, st in node_stats.items():
+                            log(f"  {addr}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
                     report["label"] = f"{name} {wl}"
                     if "start" in marks and "end" in marks:
                         (c0, t0), (c1, t1) = marks["start"], marks["end"]

@@ -151,6 +151,10 @@ class System:
     def pids(self) -> list[int]:
         return self.procs.pids()
 
+    def internal_stats(self) -> dict | None:
+        """The store's own counters (per node), if it exposes them; None otherwise."""
+        return None
+
     def __enter__(self) -> "System":
         try:
             self.start()
@@ -277,3 +281,17 @@ class KvstoreCluster(System):
 
     def pids(self) -> list[int]:
         return [] if self.cluster is None else [p.pid for p in self.cluster.procs.values() if p.poll() is None]
+
+    def internal_stats(self) -> dict | None:
+        from kvstore.rawclient import RawConn
+
+        out = {}
+        for addr in self.endpoints:
+            try:
+                with RawConn(addr, timeout_s=2.0) as conn:
+                    status, payload = conn.call("status")
+                if status == 0 and isinstance(payload, dict):
+                    out[addr] = dict(payload.get("stats") or {}, leader_of=len(payload.get("leader_of") or ()))
+            except OSError:
+                pass
+        return out
