@@ -327,13 +327,20 @@ class AsyncClient:
     async def _scan_bucket(self, bucket, prefix, limit, consistency, deadline) -> list[tuple[bytes, bytes]]:
         items: list[tuple[bytes, bytes]] = []
         start_after = None
+        max_page = self._scan_page
         while True:
-            page = self._scan_page if limit is None else min(self._scan_page, limit - len(items))
+            page = max_page if limit is None else min(max_page, limit - len(items))
             args = {"prefix": prefix, "start_after": start_after, "limit": page, "consistency": consistency}
-            payload = await self._execute(
-                "scan", args, deadline, _OpState(write=False), bucket=bucket,
-                follower=consistency == "follower",
-            )
+            try:
+                payload = await self._execute(
+                    "scan", args, deadline, _OpState(write=False), bucket=bucket,
+                    follower=consistency == "follower",
+                )
+            except InvalidRequest:
+                if page <= 1:
+                    raise
+                max_page = page // 2  # e.g. "reply too large": large values, fewer per page
+                continue
             got = _field(payload, "items", "scan")
             items.extend((bytes(k), bytes(v)) for k, v in got)
             if not got or not payload.get("more") or (limit is not None and len(items) >= limit):

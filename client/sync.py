@@ -37,6 +37,7 @@ from client.aio import AsyncClient
 from client.errors import ClientClosed, KVError
 
 START_TIMEOUT_SECONDS = 30.0
+WAKE_CHECK_SECONDS = 1.0  # how often a waiting caller checks that the loop is still alive
 
 
 class Client:
@@ -103,7 +104,13 @@ class Client:
             self._token.run_sync_soon(spawn)
         except trio.RunFinishedError:
             raise ClientClosed("the client is closed") from None
-        result = done.get()
+        while True:
+            try:
+                result = done.get(timeout=WAKE_CHECK_SECONDS)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():  # the loop ended without running the call
+                    raise ClientClosed("the client's loop stopped") from None
         if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
             raise ClientClosed("the client was closed while the call ran")
         return result.unwrap()

@@ -725,3 +725,19 @@ def test_aclose_inside_the_block_does_not_cancel_the_caller(fake):
         return "done"
 
     assert run(main) == "done"
+
+
+def test_scan_pages_shrink_when_a_page_is_refused(fake):
+    def script(node, op, args):
+        if op == "scan" and args["limit"] > 4:
+            return Reply(Status.INVALID, error("reply too large"))
+        return None
+
+    async def main():
+        async with aclient(fake, scan_page=100) as c:
+            for i in range(12):
+                await c.put(f"p{i:02}", b"v")
+            fake.script = script
+            assert [k for k, _ in await c.scan(b"p")] == [f"p{i:02}".encode() for i in range(12)]
+
+    run(main)
