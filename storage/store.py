@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import lmdb
 
+from client.wire import MAX_KEY_BYTES
 from raft.storage import entry_size
 from raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 
@@ -637,14 +638,27 @@ class NodeStore:
     def get(self, bucket: int, key: bytes, as_of: int | None = None) -> tuple[bytes, int] | None:
         """(value, version) of the newest version of `key` at or before `as_of` (None: the
         latest), or None if there is none or it is a tombstone."""
-        codec.check_key(key)
-        if as_of is not None and as_of < 0:
+        if type(key) is not bytes or len(key) > MAX_KEY_BYTES:
+            codec.check_key(key)  # raises the precise error
+        if as_of is None:
+            as_of = keys.MAX_VERSION
+        elif as_of < 0:
             return None
+        stem = keys.key_stem(bucket, key)
         txn = self._begin_read()
         try:
-            return mvcc.get(txn, self._db_data, bucket, key, as_of)
+            cur = txn.cursor(self._db_data)
+            if not cur.set_range(stem + keys.inv(as_of)):
+                return None
+            k = cur.key()
+            if len(k) != len(stem) + 8 or not k.startswith(stem):
+                return None
+            raw = cur.value()
         finally:
             self._end_read(txn)
+        if keys.is_tombstone(raw):
+            return None
+        return keys.decode_value(raw), keys.version_of(k)
 
     def scan(self, bucket: int, prefix: bytes = b"", *, start_after: bytes | None = None,
              limit: int = 1000, max_bytes: int = 1 << 20, as_of: int | None = None

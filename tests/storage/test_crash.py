@@ -123,8 +123,13 @@ def test_sigkill_never_loses_or_half_applies(tmp_path):
     start = time.monotonic()
     rounds = 0
     while time.monotonic() - start < BUDGET_S or rounds < 3:
-        persisted, applied = run_child(path, rng.getrandbits(32), rng)
-        check(path, persisted, applied)
+        child_seed = rng.getrandbits(32)
+        try:
+            persisted, applied = run_child(path, child_seed, rng)
+            check(path, persisted, applied)
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}, round {rounds}, child seed {child_seed}: "
+                                 f"{exc}") from exc
         rounds += 1
     assert rounds >= 3
 
