@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import trio
@@ -82,14 +83,24 @@ def run_main(argv: list[str]) -> int:
     log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     try:
         report = trio.run(lambda: run_benchmark(cfg, spec, load=not args.no_load, progress=progress, log=log))
-    except KeyboardInterrupt:
+    except Exception as exc:
+        # a store that is down or refuses is an answer, not a crash: one line per error
+        # (KVSTORE_BENCH_DEBUG=1 shows the traceback)
+        leaves = _leaves(exc)
+        if os.environ.get("KVSTORE_BENCH_DEBUG") or not all(isinstance(e, Exception) for e in leaves):
+            raise
+        progress.finish()
+        for e in leaves:
+            print(f"kvstore bench: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except BaseException as exc:
+        from kvstore.bench.compare import is_interrupt
+
+        if not is_interrupt(exc):
+            raise
         progress.finish()
         print("kvstore bench: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as exc:
-        progress.finish()
-        print(f"kvstore bench: {exc}", file=sys.stderr)
-        return 1
     if not args.quiet:
         print(summary_text(report))
     if args.json == "-":
@@ -100,6 +111,12 @@ def run_main(argv: list[str]) -> int:
     if args.png:
         plot_png([report], args.png)
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,10 +83,20 @@ def _stats_delta(before: dict | None, after: dict | None, seconds: float) -> dic
     return out
 
 
-def run_compare(args) -> list[dict]:
+def is_interrupt(exc: BaseException) -> bool:
+    """KeyboardInterrupt, possibly inside (nested) exception groups from trio nurseries."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_interrupt(e) for e in exc.exceptions)
+    return False
+
+
+def run_compare(args, results: list[dict]) -> list[dict]:
+    """Runs every system and workload, appending to `results` as it goes (so an interrupted
+    comparison still reports what it measured)."""
     names = [s for s in args.systems.split(",") if s]
     workloads = [w.upper() for w in args.workloads.split(",") if w]
-    results: list[dict] = []
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     base_dir = tempfile.mkdtemp(prefix="kvstore-compare-")
     try:
@@ -258,11 +268,17 @@ def main(argv: list[str]) -> int:
     if args.profile_dir:
         os.makedirs(args.profile_dir, exist_ok=True)
     command = "kvstore bench compare " + " ".join(argv)
+    results: list[dict] = []
+    rc = 0
     try:
-        results = run_compare(args)
-    except KeyboardInterrupt:
-        print("compare: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
+        run_compare(args, results)
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+        print("\ncompare: interrupted; everything it started was stopped", file=sys.stderr)
+        rc = 130
+    if not results:
+        return rc
     md = markdown(results, args, command)
     with open(os.path.join(args.out_dir, "compare.md"), "w") as f:
         f.write(md)
@@ -277,4 +293,4 @@ def main(argv: list[str]) -> int:
             if reps:
                 plot_png(reps, os.path.join(args.out_dir, f"timeline-{wl}.png"), title=f"workload {wl} over time")
     print(md)
-    return 0
+    return rc

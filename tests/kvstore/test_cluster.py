@@ -31,8 +31,9 @@ def follower_read_everywhere(cluster, key: bytes, num_buckets: int):
     return out
 
 
-def test_three_nodes_writes_then_reads_on_every_node(make_cluster):
-    c = make_cluster(3, buckets=8)
+@pytest.mark.parametrize("mode", [[], ["--storage-thread"]], ids=["inline", "thread"])
+def test_three_nodes_writes_then_reads_on_every_node(make_cluster, mode):
+    c = make_cluster(3, buckets=8, extra_args=mode)
     with Client(c.addrs) as cl:
         for i in range(40):
             cl.put(f"k{i}", f"v{i}")
