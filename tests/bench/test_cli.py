@@ -93,3 +93,15 @@ def test_profile_summary_separates_idle(tmp_path):
     assert "100 samples, 60% idle" in text
     assert "75.0%  commit (c.py:3)" in text
     assert "100.0%  work (b.py:2)" in text
+
+
+def test_unreachable_store_is_a_one_line_error(capsys):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    assert main(["--driver", "redis", "-e", f"127.0.0.1:{port}", "--duration", "1", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "kvstore bench:" in err and "Traceback" not in err
