@@ -5,7 +5,10 @@ Theory of operation
   linearizable read goes to the bucket's cached leader; a follower read goes to a random
   replica of the bucket (spreading a hot bucket's reads). NOT_LEADER hints update the cached
   leader and are followed at once; WRONG_BUCKET, or an epoch newer than ours, refreshes the
-  map (one refresh at a time, shared by every waiting request).
+  map (one refresh at a time, shared by every waiting request). A node that refused a
+  connection, lost one, or stayed silent for a whole attempt is *suspect* for a second: other
+  replicas are asked first (they know whether leadership moved) and hints to it are not
+  followed blindly, so a paused leader costs one attempt window, not one per retry.
 - Retries: one operation is a loop of attempts inside ONE deadline (`timeout`). Each attempt
   waits at most `attempt_timeout` for its reply, so a paused or partitioned node costs one
   attempt, not the whole deadline. Between attempts that made no progress we sleep with
@@ -51,6 +54,7 @@ MAX_IMMEDIATE_HOPS = 3  # leader hints followed without backoff, in a row
 SCAN_CONCURRENCY = 64  # buckets scanned at once
 RETRY_RESERVE_FRACTION = 0.1  # of an operation's timeout, see _execute
 TIMER_SLACK_SECONDS = 0.005
+SUSPECT_SECONDS = 1.0  # a node that refused a connection, dropped one or went silent
 
 # attempt kinds: a reply; never sent; sent and the connection died; sent and no reply in time
 # on a connection that is still receiving (a slow node, not a dead one)
@@ -182,6 +186,7 @@ class AsyncClient:
         self._refreshing: trio.Event | None = None
         self._conns: dict[str, Connection] = {}
         self._timer = _AttemptTimer()
+        self._suspects: dict[str, float] = {}  # addr -> until when to prefer other replicas
         self._nursery: trio.Nursery | None = None
         self._nursery_cm = None
         self._closed = False
@@ -441,6 +446,14 @@ class AsyncClient:
             replicas = bmap.replica_addrs(b) if b is not None and b < bmap.num_buckets else []
             args["bucket"] = b
             addr = None if follower else bmap.leader_addr(b)
+            suspects = self._suspects
+            if suspects:
+                now = trio.current_time()
+                if addr is not None and suspects.get(addr, -math.inf) > now:
+                    if any(suspects.get(r, -math.inf) <= now for r in replicas if r != addr):
+                        addr = None  # the leader looks down: ask the others, they may know more
+                healthy = [r for r in replicas if suspects.get(r, -math.inf) <= now]
+                replicas = healthy or replicas
             if addr is None and replicas:
                 addr = replicas[(start + rotate) % len(replicas)]
             if addr is None:
@@ -476,7 +489,8 @@ class AsyncClient:
                     follower = False  # this replica cannot serve follower reads: use the leader
                 bmap.note_leader(b, payload.get("leader"), payload.get("leader_addr"))
                 new = bmap.leader_addr(b)
-                if new is not None and new != addr and hops < MAX_IMMEDIATE_HOPS:
+                if (new is not None and new != addr and hops < MAX_IMMEDIATE_HOPS
+                        and self._suspects.get(new, -math.inf) <= trio.current_time()):
                     hops += 1
                     continue
                 hops = 0
@@ -528,6 +542,7 @@ class AsyncClient:
                     conn = await self._connection(addr)
                     call = await conn.submit(op, args, size)
                 except NotSent:
+                    self._suspect(addr)
                     return _NOT_SENT, None, None
             if call is None:
                 return _NOT_SENT, None, None
@@ -540,8 +555,11 @@ class AsyncClient:
             conn.abandon(call)
             raise
         if call.status is not None:
+            if self._suspects:
+                self._suspects.pop(addr, None)
             return _REPLY, call.status, call.payload
         if call.lost:
+            self._suspect(addr)
             return (_MAYBE if call.sent else _NOT_SENT), None, None
         if not conn.abandon(call):  # expired by the timer
             return _NOT_SENT, None, None
@@ -549,8 +567,13 @@ class AsyncClient:
             # Nothing at all came back on this connection since we sent: the node looks
             # paused or cut off. Close it so its other requests fail over now too.
             conn.close(f"no reply from {addr} within the attempt timeout")
+            self._suspect(addr)
             return _MAYBE, None, None
         return _SLOW, None, None
+
+    def _suspect(self, addr: str) -> None:
+        """`addr` failed us (refused, lost, or silent): prefer other replicas for a while."""
+        self._suspects[addr] = trio.current_time() + SUSPECT_SECONDS
 
     async def _connection(self, addr: str) -> Connection:
         conn = self._conns.get(addr)

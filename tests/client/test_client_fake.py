@@ -741,3 +741,28 @@ def test_scan_pages_shrink_when_a_page_is_refused(fake):
             assert [k for k, _ in await c.scan(b"p")] == [f"p{i:02}".encode() for i in range(12)]
 
     run(main)
+
+
+def test_a_silent_leader_is_not_retried_while_others_still_point_at_it(fake):
+    state = {"refusals": 0}
+
+    def script(node, op, args):
+        if op != "put":
+            return None
+        if node == 0:
+            return Silent()  # paused
+        state["refusals"] += 1
+        if state["refusals"] <= 5:  # the others still think node 0 leads
+            return Reply(Status.NOT_LEADER, error("not leader", 0, fake.addrs[0]))
+        fake.leaders = [1] * 4  # then they elect node 1
+        return None
+
+    async def main():
+        async with aclient(fake, timeout=10.0, attempt_timeout=0.3) as c:
+            await c.bucket_map()
+            fake.script = script
+            version = await c.put(b"k", b"v")
+            assert fake.store[b"k"] == (b"v", version)
+            assert [n for n, _ in fake.ops("put")].count(0) == 1  # the paused node: once
+
+    run(main)
