@@ -642,8 +642,10 @@ class NodeStore:
             codec.check_key(key)  # raises the precise error
         if as_of is None:
             as_of = keys.MAX_VERSION
-        elif as_of < 0:
-            return None
+        else:
+            as_of = _check_ts(as_of, "as_of")
+            if as_of < 0:
+                return None
         stem = keys.key_stem(bucket, key)
         txn = self._begin_read()
         try:
@@ -670,10 +672,12 @@ class NodeStore:
         codec.check_key(prefix)
         if start_after is not None:
             codec.check_key(start_after)
-        if limit < 1:
-            raise InvalidInput(f"limit must be >= 1, not {limit}")
-        if as_of is not None and as_of < 0:
-            return [], False
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, not {limit!r}")
+        if as_of is not None:
+            as_of = _check_ts(as_of, "as_of")
+            if as_of < 0:
+                return [], False
         txn = self._begin_read()
         try:
             return mvcc.scan(txn, self._db_data, bucket, prefix, start_after, limit,
@@ -688,9 +692,9 @@ class NodeStore:
         Clamped below any snapshot stream of the bucket that is running."""
         if max_keys < 1:
             raise InvalidInput("max_keys must be >= 1")
+        before_ts = _check_ts(before_ts, "before_ts")
         if before_ts <= 0:
             return GcProgress(None, 0)  # no version is older than the beginning
-        before_ts = min(before_ts, keys.MAX_VERSION)
 
         def fn(txn):
             pins = self._pins.get(bucket)  # read under the write lock: see snapshot.stream
@@ -723,7 +727,10 @@ class NodeStore:
 
     def put_meta(self, name: str, value) -> None:
         """Durably store a small msgpack-able value under `name`."""
-        raw = codec.pack(value)
+        try:
+            raw = codec.pack(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput(f"meta {name!r} is not msgpack-able: {exc}") from None
 
         def fn(txn):
             txn.put(name.encode(), raw, db=self._db_meta)
@@ -746,6 +753,13 @@ class NodeStore:
         stat = self._env.stat()
         return {"map_size": info["map_size"], "last_pgno": info["last_pgno"],
                 "page_size": stat["psize"], "readers": info["num_readers"]}
+
+
+def _check_ts(ts, what: str) -> int:
+    """A timestamp argument as an int no larger than the largest version."""
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise InvalidInput(f"{what} must be an int timestamp, not {ts!r}")
+    return min(ts, keys.MAX_VERSION)
 
 
 def _astuple(st: ApplyState) -> tuple[int, int, int]:

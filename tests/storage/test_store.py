@@ -293,6 +293,22 @@ def test_reads_from_other_threads_during_writes(store):
     assert store.get(1, b"counter") == (b"300", 300)
 
 
+def test_bad_read_arguments_are_clear_errors(store):
+    apply1(store, 1, Put(b"k", b"v", 5))
+    assert store.get(1, b"k", as_of=2**70) == (b"v", 5)
+    assert store.scan(1, b"", as_of=2**70) == ([(b"k", b"v", 5)], False)
+    assert store.get(1, b"k", as_of=-1) is None
+    with pytest.raises(InvalidInput):
+        store.get(1, b"k", as_of="yesterday")
+    with pytest.raises(InvalidInput):
+        store.scan(1, b"", limit=0)
+    with pytest.raises(InvalidInput):
+        store.gc(1, 1.5)
+    with pytest.raises(InvalidInput):
+        store.put_meta("x", object())
+    assert store.gc(1, 2**70).done
+
+
 def test_meta(store, tmp_path):
     assert store.get_meta("map") is None and store.get_meta("map", 5) == 5
     store.put_meta("map", {"epoch": 3, "nodes": {1: "a:1"}})
