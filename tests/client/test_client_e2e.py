@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from client import AsyncClient, Client
+from client.errors import OutcomeUnknown, Unavailable
 from client.wire import bucket_of
 
 testing = pytest.importorskip("kvstore.testing")
@@ -72,6 +73,45 @@ def test_async_client_pipelines_many_writes(cluster):
     trio.run(main)
 
 
+def test_outcomes_are_truthful_across_a_kill_9(cluster):
+    """Writes race a kill -9 of a node: afterwards every OK write is there with its version,
+    and no write reported Unavailable was applied."""
+    outcomes = {}
+
+    async def main():
+        with trio.fail_after(90):
+            async with AsyncClient(cluster.addrs, timeout=8.0) as c:
+                await c.bucket_map()
+
+                async def write(i):
+                    key = f"e2e:truth:{i:03}".encode()
+                    await trio.sleep(i * 0.01)
+                    try:
+                        outcomes[key] = ("ok", await c.put(key, b"v"))
+                    except Unavailable:
+                        outcomes[key] = ("unavailable", None)
+                    except OutcomeUnknown:
+                        outcomes[key] = ("unknown", None)
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(150):
+                        nursery.start_soon(write, i)
+                    await trio.sleep(0.5)
+                    await trio.to_thread.run_sync(cluster.kill, 1)
+                await trio.to_thread.run_sync(cluster.spawn, 1)
+                await trio.to_thread.run_sync(cluster.wait_port, 1)
+                for key, (kind, version) in outcomes.items():
+                    got = await c.get_with_version(key)
+                    if kind == "ok":
+                        assert got == (b"v", version), key
+                    elif kind == "unavailable":
+                        assert got == (None, None), key
+
+    trio.run(main)
+    assert len(outcomes) == 150
+    assert any(kind == "ok" for kind, _ in outcomes.values())
+
+
 def test_follows_the_new_leader_after_kill_9(cluster, client):
     key = b"e2e:failover"
     client.put(key, b"before")
@@ -86,6 +126,7 @@ def test_follows_the_new_leader_after_kill_9(cluster, client):
         assert client.bucket_map(refresh=True)["buckets"][bucket][2] != leader
     finally:
         cluster.spawn(leader)
+        cluster.wait_port(leader)
 
 
 def test_fails_over_from_a_paused_leader(cluster):
