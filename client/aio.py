@@ -428,7 +428,7 @@ class AsyncClient:
     ) -> Any:
         """Run `op` until a definite answer or the deadline; applies the outcome rules."""
         backoff = _Backoff(self._rng, *self._backoff)
-        start = self._rng.randrange(1 << 30)  # where this op starts among a bucket's replicas
+        start = -1  # where this op starts among a bucket's replicas (drawn when first needed)
         rotate = 0
         hops = 0
         size += 64 + (len(key) if key else 0)
@@ -439,7 +439,7 @@ class AsyncClient:
         while trio.current_time() < deadline:
             if state.attempts and deadline - trio.current_time() < reserve:
                 break
-            bmap = await self._current_map(deadline, state)
+            bmap = self._map or await self._current_map(deadline, state)
             if bmap is None:
                 break
             b = bmap.bucket_of(key) if key is not None else bucket
@@ -455,6 +455,8 @@ class AsyncClient:
                 healthy = [r for r in replicas if suspects.get(r, -math.inf) <= now]
                 replicas = healthy or replicas
             if addr is None and replicas:
+                if start < 0:
+                    start = self._rng.randrange(1 << 30)
                 addr = replicas[(start + rotate) % len(replicas)]
             if addr is None:
                 state.last = f"bucket {b} has no replica with a known address"
