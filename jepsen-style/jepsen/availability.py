@@ -5,7 +5,7 @@ service during a partition; the figures say how much, they do not pass or fail a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .history import FAIL, INFO, OK, Op
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .history import FAIL, INFO, OK, Op, pair
+from .history import FAIL, OK, Op, pair
 
 VALID, INVALID, UNKNOWN = True, False, "unknown"
 

@@ -209,8 +209,7 @@ def run(opts: Options, log=print) -> tuple[int, dict]:
 
         # check
         events = history.events()
-        ops = pair(events)
-        client_ops = [op for op in ops]
+        client_ops = pair(events)  # nemesis events are not ops
         intervals = nemesis_intervals(events)
         verdict: dict = {"seed": opts.seed, "options": asdict(opts), "hosts": hosts.mode, "run_dir": str(run_dir)}
         counts = {OK: 0, FAIL: 0, INFO: 0}

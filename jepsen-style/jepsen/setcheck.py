@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .history import FAIL, INFO, OK, Op, pair
+from .history import FAIL, OK, Op, pair
 
 
 def check(events_or_ops: Iterable) -> dict:
