@@ -9,16 +9,26 @@ queued by other tasks with plain synchronous calls and wake the loop. One turn o
    ONE entry (a storage `Batch` when several); issue ONE `read_index` per group for all reads
    queued in the turn; tick every group if a tick is due;
 2. collect the `Ready` of every group that has one and send its `messages` at once (all groups'
-   messages to one peer go out as one frame, see transport.py);
-3. in the storage worker thread: persist every group's entries / hard state / snapshot in one
-   transaction (one fsync), then — while the worker goes on — the loop is called back to send
-   the `persisted_messages`, then apply every group's committed entries in one transaction;
-4. answer the waiting writes with their results, serve reads whose read index is applied,
-   `advance` every group, compact logs that grew past the threshold.
+   messages to one peer go out as one frame, see transport.py); a Ready that needs nothing from
+   storage (heartbeats, read states) is finished at once; the others go to the writer.
 
-Requests that arrive while the worker is busy queue up for the next turn: that is the group
-commit (many writes, one fsync). A write is answered only after it is applied, which is after it
-is committed, which needs a majority's durable persist: SIGKILL loses nothing acknowledged.
+The writer task takes every queued Ready and (3) persists all their entries / hard states /
+snapshots in ONE transaction (one fsync), sends their `persisted_messages`, applies all their
+committed entries in one more transaction (or both in one, if the store offers `write_turn`),
+then (4) answers the waiting writes, serves reads whose read index is applied, and `advance`s
+those groups. Raft allows one outstanding Ready per group, so a group with the writer simply has
+no new Ready until then; the loop keeps stepping its messages and serving every other group.
+Readies that queue while the writer is busy form its next batch: that is the group commit.
+
+Storage runs on the loop's own thread by default (`storage_thread=False`): on the shared
+2-core machine the worker-thread hand-off cost more CPU (GIL ping-pong, ~300 us per write)
+than the overlap bought; `--storage-thread` runs it in a worker thread instead.
+
+A write is answered only after it is applied, which is after it is committed, which needs a
+majority's durable persist: SIGKILL loses nothing acknowledged. Commit-only hard-state changes
+are not written on their own (the commit index is volatile in Raft); they ride along with the
+next real write, and on restart raft is given min(applied, stored commit) as its applied index
+(the store skips entries it already applied).
 
 Entry data is an 8-byte proposal id (pid) followed by a storage command. The pid is unique per
 node incarnation; a result is matched to its waiters by pid when the entry is applied here.
