@@ -47,6 +47,9 @@ class GroupState:
     hard_state: HardState
     conf_state: ConfState
     snapshot: Snapshot
+    # Entries tail_start..last_index all have last_term (a cache: term() of the log's tail,
+    # where Raft asks most, needs no read transaction). When unknown it is last_index.
+    tail_start: int = 0
 
     @property
     def first_index(self) -> int:
@@ -95,7 +98,7 @@ class GroupStorage:
             raise Unavailable(f"term({index}): last index is {st.last_index}")
         if index == st.offset_index:
             return st.offset_term
-        if index == st.last_index:
+        if st.tail_start <= index <= st.last_index:
             return st.last_term
         raw = self._store._read_log(self.group_id, index)
         if raw is None:  # the log changed under us (truncated or compacted meanwhile)

@@ -296,7 +296,7 @@ class NodeStore:
         if found and cur.key()[:8] == gp:
             last = _U64.unpack_from(cur.key(), 8)[0]
             last_term = codec.entry_term(cur.value())
-        return GroupState(offset, offset_term, last, last_term, hs, cs, snap)
+        return GroupState(offset, offset_term, last, last_term, hs, cs, snap, last)
 
     def _group_state(self, group_id: int) -> GroupState:
         st = self._groups.get(group_id)
@@ -425,7 +425,7 @@ class NodeStore:
         txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=self._db_raft)
         txn.put(gp + _CS, codec.encode_conf_state(m.conf_state), db=self._db_raft)
         txn.put(gp + _OFFSET, codec.pack([m.index, m.term]), db=self._db_raft)
-        return GroupState(m.index, m.term, last, last_term, hs, m.conf_state, snap)
+        return GroupState(m.index, m.term, last, last_term, hs, m.conf_state, snap, last)
 
     def _persist_one(self, txn, w: GroupWrite, st: GroupState) -> GroupState:
         gid = w.group_id
@@ -433,6 +433,7 @@ class NodeStore:
         if w.snapshot is not None and w.snapshot.metadata.index > st.snapshot.metadata.index:
             st = self._install_snapshot_meta(txn, gid, st, w.snapshot)
         last, last_term, hs, cs = st.last_index, st.last_term, st.hard_state, st.conf_state
+        tail = st.tail_start
         entries = w.entries
         if entries and entries[0].index <= st.offset_index:
             # already compacted, so committed: nothing to do for those
@@ -452,14 +453,23 @@ class NodeStore:
             encode = codec.encode_entry
             for e in entries:
                 put(pack_key(gid, e.index), encode(e), db=db)
-            last, last_term = entries[-1].index, entries[-1].term
+            t = entries[-1].term
+            j = len(entries) - 1
+            while j > 0 and entries[j - 1].term == t:
+                j -= 1
+            if j == 0 and last_term == t and tail <= lo - 1 <= last:
+                pass  # the run of term t continues from before `lo`: tail start unchanged
+            else:
+                tail = entries[j].index
+            last, last_term = entries[-1].index, t
         if w.hard_state is not None and w.hard_state != hs:
             hs = w.hard_state
             txn.put(gp + _HS, codec.encode_hard_state(hs), db=self._db_raft)
         if w.conf_state is not None and w.conf_state != cs:
             cs = w.conf_state
             txn.put(gp + _CS, codec.encode_conf_state(cs), db=self._db_raft)
-        return GroupState(st.offset_index, st.offset_term, last, last_term, hs, cs, st.snapshot)
+        return GroupState(st.offset_index, st.offset_term, last, last_term, hs, cs, st.snapshot,
+                          tail)
 
     def persist(self, batch: Iterable[GroupWrite]) -> None:
         """Persist what the groups' Readys ask for, all in ONE transaction with ONE fsync.

@@ -182,7 +182,7 @@ def run(s, ops) -> list:
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(op, max_size=25))
 def test_same_answers_as_memory_storage(tmp_path_factory, ops):
