@@ -198,12 +198,14 @@ class Connection:
                     msgs.append(call.msg)
                     size += call.size
                 frames.append(msgs)
+                # Encode everything before the first await: a call counts as sent from here
+                # on, and its args must be captured as they are now.
+                datas = [encode_frame(msgs) for msgs in frames]
                 now = trio.current_time()
                 for call in batch:
                     call.sent = True
                     call.sent_at = now
-                for msgs in frames:
-                    data = encode_frame(msgs)
+                for msgs, data in zip(frames, datas):
                     await self._stream.send_all(data)
                     self.frames_sent += 1
                     self.messages_sent += len(msgs)
