@@ -561,6 +561,12 @@ class Node:
                 del self._pending[pid]
             for g in self.groups.values():
                 g.pending_pids &= self._pending.keys()
+        if self._ticks % 50 == 0:
+            # reads whose ReadState never came (raft drops them on a leader change) time out
+            # above; forget their batches
+            for g in self.groups.values():
+                for ctx in [c for c, b in g.read_batches.items() if all(w.done for _r, w in b)]:
+                    del g.read_batches[ctx]
 
     def _turn(self) -> None:
         """Collect the Ready of every group that has one and do what needs no storage at once;
