@@ -126,7 +126,9 @@ class FaultRates:
     heal: float = 0.1
     crash: float = 0.0
     crash_mid_ready: float = 0.5  # share of crashes that interrupt a Ready half-way
-    restart: float = 0.1
+    crash_at_sync: float = 0.0  # a Ready that must be made durable is interrupted by a crash
+    restart_ticks: tuple[int, int] = (1, 30)  # a crashed node restarts after this many ticks
+    leader_focus: float = 0.5  # share of crashes and partitions aimed at a leader
     propose: float = 0.3
     read: float = 0.1
     conf_change: float = 0.0
@@ -135,6 +137,9 @@ class FaultRates:
     defer_ready: float = 0.0  # a delivered message's Ready waits (the node batches)
     skip_tick: float = 0.0  # a node's clock misses a tick (clock skew)
     unreachable: float = 0.0  # a dropped message is reported unreachable to its sender
+    # Per-seed knobs of the core (small messages split appends: more interleavings).
+    max_size_per_msg: int = 4096
+    max_inflight_msgs: int = 16
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
@@ -149,7 +154,9 @@ class FaultRates:
             heal=rng.choice([0.02, 0.05, 0.2]),
             crash=some([0.002, 0.01, 0.03]),
             crash_mid_ready=rng.choice([0.0, 0.5, 0.9]),
-            restart=rng.choice([0.02, 0.1, 0.3]),
+            crash_at_sync=some([0.002, 0.01, 0.03]),
+            restart_ticks=rng.choice([(0, 3), (1, 30), (10, 100)]),
+            leader_focus=rng.choice([0.0, 0.5, 0.9]),
             propose=rng.choice([0.1, 0.3, 0.8]),
             read=rng.choice([0.0, 0.1, 0.4]),
             conf_change=some([0.005, 0.02, 0.05]),
@@ -158,6 +165,8 @@ class FaultRates:
             defer_ready=rng.choice([0.0, 0.3, 0.8]),
             skip_tick=some([0.05, 0.2], off=0.6),
             unreachable=some([0.1, 0.5]),
+            max_size_per_msg=rng.choice([1, 64, 4096]),
+            max_inflight_msgs=rng.choice([1, 4, 256]),
         )
 
     def describe(self) -> str:
@@ -326,6 +335,7 @@ class SimNode:
     conf_state: ConfState = field(default_factory=ConfState)
     ready_to_serve: list[tuple[int, bytes]] = field(default_factory=list)  # (index, ctx)
     removed: bool = False
+    restart_at: int = 0  # while crashed: when the fault schedule restarts it
 
     @property
     def alive(self) -> bool:
@@ -613,8 +623,8 @@ class Cluster:
         reopen: Callable[[int, Any], Any] | None = None,
         election_tick: int = 10,
         heartbeat_tick: int = 1,
-        max_size_per_msg: int = 4096,
-        max_inflight_msgs: int = 16,
+        max_size_per_msg: int | None = None,
+        max_inflight_msgs: int | None = None,
         max_nodes: int | None = None,
     ) -> None:
         if n < 1:
@@ -628,8 +638,8 @@ class Cluster:
         self.reopen = reopen
         self.election_tick = election_tick
         self.heartbeat_tick = heartbeat_tick
-        self.max_size_per_msg = max_size_per_msg
-        self.max_inflight_msgs = max_inflight_msgs
+        self.max_size_per_msg = max_size_per_msg or self.rates.max_size_per_msg
+        self.max_inflight_msgs = max_inflight_msgs or self.rates.max_inflight_msgs
         self.initial_voters = tuple(range(1, n + 1))
         self.max_nodes = max_nodes if max_nodes is not None else n + 2
         self.next_id = n + 1
@@ -641,6 +651,7 @@ class Cluster:
         self.conf = ConfState(voters=self.initial_voters)  # latest committed configuration
         self.stats: collections.Counter[str] = collections.Counter()
         self._pending_shutdown: list[SimNode] = []
+        self.faulty = True  # False in the liveness phase: no faults strike on their own
         for nid in self.initial_voters:
             storage = storage_factory(nid)
             _bootstrap(storage, self.initial_voters)
@@ -668,6 +679,11 @@ class Cluster:
             if role == Role.LEADER:
                 out.append(n)
         return out
+
+    def some_leader(self) -> SimNode | None:
+        """A node that believes it leads (maybe a stale one: clients have stale maps too)."""
+        leaders = self.leaders()
+        return self.rng.choice(leaders) if leaders else None
 
     def leader(self) -> SimNode | None:
         """The live leader with the highest term, if any."""
@@ -733,6 +749,9 @@ class Cluster:
         Returns False if the node crashed."""
         raw = node.raw
         rd: Ready = raw.ready()
+        if (crash_at is None and rd.must_sync and self.faulty and self.rates.crash_at_sync
+                and self.rng.random() < self.rates.crash_at_sync):
+            crash_at = self.rng.choice(list(Stage))
         ck = self.checker
         role_before, term_before = _role_term(raw)
         if rd.soft_state is not None:
@@ -923,6 +942,8 @@ class Cluster:
     def _crash(self, node: SimNode, stage: Stage | None) -> bool:
         self.log(f"n{node.id} CRASH" + (f" at {stage.name}" if stage is not None else ""))
         self.stats["crashes"] += 1
+        lo, hi = self.rates.restart_ticks
+        node.restart_at = self.now + self.rng.randint(lo, hi)
         if stage is not None:
             self.stats["crashes_mid_ready"] += 1
         node.raw = None
@@ -1041,12 +1062,18 @@ class Cluster:
         self.stats["compactions"] += 1
         self.log(f"n{node.id} compact to {upto} (snapshot at {applied})")
 
-    def partition_random(self) -> None:
+    def partition_random(self, around: SimNode | None = None) -> None:
+        """Split the nodes in two at random; with `around`, put it in the minority side."""
         ids = [n.id for n in self.nodes.values() if not n.removed]
         self.rng.shuffle(ids)
         if len(ids) < 2:
             return
-        cut = self.rng.randint(1, len(ids) - 1)
+        if around is not None and around.id in ids:
+            ids.remove(around.id)
+            ids.insert(0, around.id)
+            cut = self.rng.randint(1, max(1, (len(ids) - 1) // 2))
+        else:
+            cut = self.rng.randint(1, len(ids) - 1)
         groups = [set(ids[:cut]), set(ids[cut:])]
         one_way = self.rng.random() < 0.3
         self.net.partition(groups, one_way)
@@ -1116,24 +1143,27 @@ def fault_step(c: Cluster) -> None:
         c.deliver(msg, handle_ready=not (r.defer_ready and rng.random() < r.defer_ready))
     # Faults strike while some Readies may still be pending (ticks, deferred deliveries).
     if r.partition and rng.random() < r.partition:
-        c.partition_random()
+        c.partition_random(c.some_leader() if rng.random() < r.leader_focus else None)
     if c.net.cut and rng.random() < r.heal:
         c.heal_network()
     if r.crash and rng.random() < r.crash:
         live = c.live()
+        leader = c.some_leader() if rng.random() < r.leader_focus else None
         if live:
-            victim = rng.choice(live)
+            victim = leader if leader is not None else rng.choice(live)
             mid = rng.random() < r.crash_mid_ready
             c.crash(victim, rng.choice(list(Stage)) if mid else None)
     for node in list(c.nodes.values()):
-        if node.raw is None and not node.removed and rng.random() < r.restart:
+        if node.raw is None and not node.removed and c.now >= node.restart_at:
             c.restart(node)
     live = c.live()
     if live and rng.random() < r.propose:
-        leader = c.leader()
+        leader = c.some_leader()
         c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live))
+    live = c.live()
     if live and r.read and rng.random() < r.read:
-        c.read(rng.choice(c.live() or live))
+        leader = c.some_leader()
+        c.read(leader if leader is not None and rng.random() < 0.5 else rng.choice(live))
     if r.conf_change and rng.random() < r.conf_change:
         leader = c.leader()
         cc = c.random_conf_change()
@@ -1169,6 +1199,7 @@ def heal(c: Cluster) -> None:
     c.log("HEAL: network, losses off, restart all")
     c.heal_network()
     c.net.lossless = True
+    c.faulty = False
     for node in list(c.nodes.values()):
         if node.raw is None and not node.removed:
             c.restart(node)
@@ -1179,8 +1210,16 @@ def check_liveness(c: Cluster, *, writes: int = 3, bound_ticks: int | None = Non
     """After `heal`: a leader emerges and `writes` fresh proposals apply on every live member
     within `bound_ticks`; then every member's state equals the committed log. Returns the
     ticks it took."""
-    bound = bound_ticks if bound_ticks is not None else 60 * c.election_tick
     start = c.now
+    if bound_ticks is None:
+        # Elections, plus catching up the most lagging member: with tiny messages and one
+        # append in flight, every entry can cost a round trip.
+        members = [c.nodes[i] for i in c.members() if i in c.nodes]
+        top = max((n.storage.last_index() for n in c.live()), default=0)
+        lag = top - min((m.sm.applied for m in members), default=top) + writes
+        round_trip = 2 * c.rates.delay_max_ticks + 2
+        bound_ticks = 60 * c.election_tick + lag * round_trip
+    bound = bound_ticks
     pending: dict[str, int] = {}  # value -> tick it was (re)proposed at
     repropose_ticks = 4 * c.election_tick
     done_values: list[str] = []
@@ -1245,6 +1284,7 @@ def run_seed(
         )
         for _ in range(rounds):
             c.net.lossless = False
+            c.faulty = True
             for _ in range(steps):
                 fault_step(c)
             if liveness:
