@@ -990,7 +990,13 @@ class Node:
         while g.busy:  # never install under a Ready that the writer is persisting
             await self._writer_idle.wait()
         s_meta = msg.snapshot.metadata
-        if g.commit >= s_meta.index or g.applied >= s_meta.index:
+        committed = max(g.commit, g.raw.raft.log.committed)
+        if msg.term < g.raw.term:
+            # raft would ignore a message from an older term; installing the data anyway
+            # would leave raft's log behind the store's
+            log.info("stale snapshot ignored", extra={"group": g.gid, "term": msg.term})
+            return False
+        if committed >= s_meta.index or g.applied >= s_meta.index:
             log.info("snapshot not needed", extra={"group": g.gid, "index": s_meta.index, "commit": g.commit})
             return False
         if g.raw.raft.log.match_term(s_meta.index, s_meta.term):
