@@ -558,7 +558,7 @@ class Raft:
         while self.send_append(m.frm, send_if_empty=False):
             pass
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self.msgs.append(Message(TIMEOUT_NOW, m.frm, self.id, self.term))
+            self._send_timeout_now(m.frm)
 
     def maybe_commit(self) -> bool:
         prs = self.prs
@@ -765,13 +765,20 @@ class Raft:
         self.lead_transferee = to
         pr = self.prs[to]
         if pr.match == self.log.last_index():
-            self.msgs.append(Message(TIMEOUT_NOW, to, self.id, self.term))
+            self._send_timeout_now(to)
         else:
             self.send_append(to)
         return True
 
     def abort_leader_transfer(self) -> None:
         self.lead_transferee = NONE
+
+    def _send_timeout_now(self, to: int) -> None:
+        self.msgs.append(Message(TIMEOUT_NOW, to, self.id, self.term))
+        if self.id not in self.voters:
+            # Handing over: `to` now has our whole log, so the voters can elect a leader
+            # without us even if this message is lost. Nothing is left for us to do.
+            self.become_follower(self.term, NONE)
 
     def _hand_over(self) -> None:
         """A leader that is no longer a voter transfers leadership to the most up-to-date
@@ -783,6 +790,6 @@ class Raft:
         self.election_elapsed = 0
         self.lead_transferee = best
         if prs[best].match == self.log.last_index():
-            self.msgs.append(Message(TIMEOUT_NOW, best, self.id, self.term))
+            self._send_timeout_now(best)
         else:
             self.send_append(best)
