@@ -214,3 +214,18 @@ def test_chunk_format_is_versioned(two):
     with pytest.raises(Exception) as info:
         dst.install_snapshot(G, B, None, iter(bad))
     assert "format" in str(info.value)
+
+
+def test_no_read_transaction_is_held_between_chunks(two):
+    src, _ = two
+    fill(src, 10)
+    stream = src.snapshot_chunks(G, B, chunk_bytes=256)
+    n = 0
+    for _ in stream:
+        n += 1
+        assert src._readers == 0  # the stream holds no read transaction while paused
+        # LMDB's own reader table: slots may be kept for reuse ("-"), none pins a snapshot
+        slots = src._env.readers().splitlines()[1:]
+        assert all(line.split()[-1] == "-" for line in slots if "no active" not in line)
+        src.persist([GroupWrite(G, entries=[Entry(1, 10 + n)])])  # writers are not blocked
+    assert n > 5
