@@ -53,7 +53,7 @@ import msgpack
 import trio
 
 import raft
-from client.wire import FrameDecoder, FrameError, Status, bucket_of, encode_frame
+from client.wire import FrameDecoder, Status, bucket_of
 from raft.types import (
     ConfState,
     Entry,
@@ -72,6 +72,7 @@ from .hlc import HybridClock, wall_clock_from_env
 from .placement import META_GROUP, BucketMap, bucket_of_group, group_of_bucket, initial_map
 from .protocol import Invalid, Request, parse_request
 from .server import ClientConn, Server
+from .snapshots import SnapshotTransfer
 from .transport import Transport
 
 log = logging.getLogger("kvstore.node")
@@ -79,9 +80,6 @@ log = logging.getLogger("kvstore.node")
 _PID = struct.Struct(">Q")
 META_BUCKET = 0xFFFFFFFF  # the meta group's state lives in this (never a user) bucket
 MAP_KEY = b"map"
-SNAPSHOT_BYTES_MAX = 512 * 1024 * 1024
-SNAPSHOT_CHUNK_BYTES = 512 * 1024
-SNAPSHOT_TIMEOUT_S = 60.0
 PEER_INBOX_MAX = 100_000
 LAG_ENTRIES = 1000
 # TESTING ONLY - deliberately injected bugs that the jepsen-style suite must catch; never set in
@@ -160,6 +158,7 @@ class Node:
         self._wake = trio.Event()
         self.transport: Transport | None = None
         self.server = Server(self)
+        self.snapshots = SnapshotTransfer(self)
         self.started = time.monotonic()
         self.stats = {"turns": 0, "persists": 0, "applied_entries": 0, "proposed": 0,
                       "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
@@ -883,146 +882,13 @@ class Node:
             g.proposals.append((Put(MAP_KEY, rec, self.hlc.now()), None))
             self._wake.set()
 
-    # -- snapshots ----------------------------------------------------------------------------
+    # -- snapshots (see snapshots.py) -----------------------------------------------------------
 
     def _start_snapshot(self, g: Group, m: Message) -> None:
-        if m.to in g.snapshot_sending:
-            return
-        g.snapshot_sending.add(m.to)
-        self._token.run_sync_soon(self._spawn_snapshot_sender, g, m)
-
-    def _spawn_snapshot_sender(self, g: Group, m: Message) -> None:
-        self._snapshot_nursery.start_soon(self._send_snapshot, g, m)
-
-    async def _send_snapshot(self, g: Group, m: Message) -> None:
-        from .placement import split_addr
-
-        ok = False
-        try:
-            host, port = split_addr(self.map.nodes[m.to])
-            chunks = self.store.snapshot_chunks(g.gid, g.bucket, SNAPSHOT_CHUNK_BYTES)
-            with trio.fail_after(SNAPSHOT_TIMEOUT_S):
-                stream = await trio.open_tcp_stream(host, port)
-                try:
-                    hello = {"id": self.id, "snapshot": codec.encode_message(g.gid, m)}
-                    await stream.send_all(encode_frame([["peer", hello]]))
-                    sent = 0
-                    while True:
-                        chunk = await trio.to_thread.run_sync(next, chunks, None)
-                        if chunk is None:
-                            break
-                        sent += len(chunk)
-                        await stream.send_all(encode_frame([["chunk", chunk]]))
-                    await stream.send_all(encode_frame([["end", sent]]))
-                    dec = FrameDecoder()
-                    while not ok:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            break
-                        for f in dec.feed(data):
-                            if f and f[0] and f[0][0] == "ok":
-                                ok = True
-                finally:
-                    await stream.aclose()
-        except Exception as exc:
-            log.warning("snapshot send failed", extra={"group": g.gid, "peer": m.to, "error": repr(exc)})
-        finally:
-            close = getattr(locals().get("chunks"), "close", None)
-            if close is not None:
-                close()
-            g.snapshot_sending.discard(m.to)
-            self.stats["snapshots_sent"] += 1 if ok else 0
-            log.info("snapshot sent" if ok else "snapshot not delivered",
-                     extra={"group": g.gid, "peer": m.to})
-            self._local_inbox.append(lambda: g.raw.report_snapshot(m.to, ok))
-            self._kick()
+        self.snapshots.start(g, m)
 
     async def receive_snapshot(self, stream, decoder: FrameDecoder, hello: dict, frames: list) -> None:
-        peer = hello.get("id")
-        try:
-            gid, msg = codec.decode_message(hello.get("snapshot"))
-        except codec.CodecError as exc:
-            log.warning("bad snapshot header", extra={"peer": repr(peer), "error": str(exc)})
-            return
-        g = self.groups.get(gid)
-        if g is None or peer != msg.frm or msg.snapshot is None:
-            return
-        chunks: list[bytes] = []
-        total = 0
-        done = False
-        with trio.move_on_after(SNAPSHOT_TIMEOUT_S):
-            while not done:
-                for f in frames:
-                    for item in f:
-                        if not isinstance(item, list) or not item:
-                            raise FrameError("bad snapshot item")
-                        if item[0] == "chunk" and len(item) == 2 and isinstance(item[1], bytes):
-                            total += len(item[1])
-                            if total > SNAPSHOT_BYTES_MAX:
-                                raise FrameError("snapshot too large")
-                            chunks.append(item[1])
-                        elif item[0] == "end":
-                            done = True
-                if done:
-                    break
-                data = await stream.receive_some(1 << 20)
-                if not data:
-                    return
-                frames = decoder.feed(data)
-        if not done:
-            return
-        result = trio.Event()
-        outcome = {}
-
-        async def install():
-            outcome["ok"] = await self._install_snapshot(g, msg, chunks)
-            result.set()
-
-        self._local_inbox.append(install)
-        self._kick()
-        with trio.move_on_after(SNAPSHOT_TIMEOUT_S):
-            await result.wait()
-        if outcome.get("ok"):
-            await stream.send_all(encode_frame([["ok"]]))
-
-    async def _install_snapshot(self, g: Group, msg: Message, chunks: list[bytes]) -> bool:
-        """Runs in the loop task between turns. Installs the data, then steps the SNAP."""
-        while g.busy:  # never install under a Ready that the writer is persisting
-            await self._writer_idle.wait()
-        s_meta = msg.snapshot.metadata
-        committed = max(g.commit, g.raw.raft.log.committed)
-        if msg.term < g.raw.term:
-            # raft would ignore a message from an older term; installing the data anyway
-            # would leave raft's log behind the store's
-            log.info("stale snapshot ignored", extra={"group": g.gid, "term": msg.term})
-            return False
-        if committed >= s_meta.index or g.applied >= s_meta.index:
-            log.info("snapshot not needed", extra={"group": g.gid, "index": s_meta.index, "commit": g.commit})
-            return False
-        if g.raw.raft.log.match_term(s_meta.index, s_meta.term):
-            # Our log already holds the snapshot's last entry: raft will just commit up to it
-            # and we apply from our own log; installing data would drop entries raft still
-            # has to hand us.
-            g.raw.step(msg)
-            return True
-        try:
-            meta = await trio.to_thread.run_sync(
-                self.store.install_snapshot, g.gid, g.bucket, None, iter(chunks))
-        except Exception:
-            log.exception("snapshot install failed", extra={"group": g.gid})
-            return False
-        from raft.types import Snapshot
-
-        msg.snapshot = Snapshot(meta, msg.snapshot.data)
-        g.applied = max(g.applied, meta.index)
-        g.first_index = meta.index + 1
-        try:
-            g.raw.step(msg)
-        except raft.RaftError as exc:
-            log.warning("snapshot step refused", extra={"group": g.gid, "error": repr(exc)})
-        self.stats["snapshots_installed"] += 1
-        log.info("snapshot installed", extra={"group": g.gid, "index": meta.index})
-        return True
+        await self.snapshots.receive(stream, decoder, hello, frames)
 
 
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -1031,7 +897,7 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     node.open()
     try:
         async with trio.open_nursery() as nursery:
-            node._snapshot_nursery = nursery
+            node.snapshots.nursery = nursery
 
             async def signals():
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
