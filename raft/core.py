@@ -123,7 +123,9 @@ class Raft:
         self.need_bcast = False
         self.pending_reads: dict[bytes, _PendingRead] = {}  # insertion order = commit order
         self.reads_waiting_for_commit: list[tuple[bytes, int]] = []
-        self.transfer_campaign_pending = False
+        # Ticks left during which a deferred leader-transfer campaign may still start (the
+        # old leader gives up on the transfer after an election timeout).
+        self.transfer_campaign_ticks = 0
         self._set_conf(conf_state)
         if hard_state.commit:
             self.log.commit_to(min(hard_state.commit, self.log.last_index()))
@@ -213,7 +215,7 @@ class Raft:
         self.need_bcast = False
         self.pending_reads = {}
         self.reads_waiting_for_commit = []
-        self.transfer_campaign_pending = False
+        self.transfer_campaign_ticks = 0
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -264,6 +266,8 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.transfer_campaign_ticks:
+            self.transfer_campaign_ticks -= 1
         if self.election_elapsed >= self.randomized_election_timeout and self.promotable():
             self.election_elapsed = 0
             self.hup()
@@ -311,9 +315,10 @@ class Raft:
                                                                        log.committed + 1):
             # Our configuration is about to change: wait until it is applied. A transfer's
             # campaign is only deferred (to on_persisted), or the handover would stall.
-            self.transfer_campaign_pending = transfer
+            if transfer:
+                self.transfer_campaign_ticks = self.cfg.election_tick
             return
-        self.transfer_campaign_pending = False
+        self.transfer_campaign_ticks = 0
         if transfer:
             self.campaign(VOTE, CAMPAIGN_TRANSFER)
         elif self.cfg.pre_vote:
@@ -578,7 +583,7 @@ class Raft:
 
     def on_persisted(self, hard_state: HardState | None) -> None:
         """The driver made a Ready durable (called by RawNode.advance)."""
-        if self.transfer_campaign_pending and self.role == FOLLOWER:
+        if self.transfer_campaign_ticks and self.role == FOLLOWER:
             self.hup(transfer=True)
         if (self.role == CANDIDATE and hard_state is not None and hard_state.term == self.term
                 and hard_state.vote == self.id):

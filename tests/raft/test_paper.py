@@ -19,6 +19,8 @@ from raft import (
     ConfChangeType,
     ConfState,
     Entry,
+    EntryType,
+    HardState,
     MemoryStorage,
     Message,
     MessageType,
@@ -784,3 +786,71 @@ def test_max_uncommitted_size_drops_proposals():
     net.restart(3)
     net.tick(times=3)  # committed: room again
     n1.propose(b"x" * 600)
+
+
+def test_read_index_only_voter_waits_for_its_first_commit():
+    # A group shrunk to one voter whose stored commit index lags its log (commit indexes
+    # are persisted lazily): entries 3..5 may well be committed, so a read must wait.
+    storage = MemoryStorage()
+    storage.bootstrap(ConfState(voters=(1,)))
+    storage.append([Entry(2, i, data=b"e%d" % i) for i in range(2, 6)])
+    storage.set_hard_state(HardState(term=2, vote=1, commit=2))
+    node = RawNode(Config(1), storage)
+    node.campaign()
+    for _ in range(5):
+        rd = node.ready()
+        storage.persist_ready(rd)
+        node.advance(rd)
+        if node.role == Role.LEADER:
+            break
+    assert node.role == Role.LEADER and node.status().commit == 2
+    node.read_index(b"r")
+    states = []
+    for _ in range(5):
+        if not node.has_ready():
+            break
+        rd = node.ready()
+        states.extend(rd.read_states)
+        storage.persist_ready(rd)
+        node.advance(rd)
+    assert [(s.index, s.context) for s in states] == [(6, b"r")]
+
+
+def test_leader_transfer_waits_for_pending_conf_change_to_apply():
+    net = Network()
+    net.elect(1)
+    net.add_node(4)
+    index = net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    net.deliver()
+    assert net.nodes[2].status().applied >= index
+    # Node 2 is told to campaign while it has a committed but unapplied membership change:
+    # it waits until the change is applied (advance), then campaigns.
+    n2, leader = net.nodes[2], net.nodes[1]
+    leader.propose_conf_change(ConfChange(ConfChangeType.ADD_VOTER, 4))
+    rd = leader.ready()
+    net.storages[1].persist_ready(rd)
+    leader.advance(rd)
+    for m in rd.messages:
+        if m.to == 2:
+            n2.step(m)
+    rd2 = n2.ready()
+    net.storages[2].persist_ready(rd2)
+    n2.advance(rd2)
+    for m in rd2.persisted_messages:
+        leader.step(m)
+    rd = leader.ready()  # now committed: the append carrying the commit index
+    net.storages[1].persist_ready(rd)
+    leader.advance(rd)
+    for m in rd.messages:
+        if m.to == 2:
+            n2.step(m)
+    rd2 = n2.ready()
+    assert [e.index for e in rd2.committed_entries][-1] == index + 1
+    n2.step(Message(T.TIMEOUT_NOW, 2, 1, leader.term))
+    assert n2.role == Role.FOLLOWER  # not while the change is unapplied
+    net.storages[2].persist_ready(rd2)
+    for e in rd2.committed_entries:
+        if e.type == EntryType.CONF_CHANGE:
+            n2.apply_conf_change(e.data)
+    n2.advance(rd2)
+    assert n2.role == Role.CANDIDATE and n2.term == leader.term + 1
