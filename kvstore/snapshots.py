@@ -44,7 +44,6 @@ class SnapshotTransfer:
         self.node = node
         self.nursery: trio.Nursery | None = None
 
-
     def start(self, g: "Group", m: Message) -> None:
         if m.to in g.snapshot_sending:
             return
