@@ -209,7 +209,7 @@ class Connection:
                     await self._stream.send_all(data)
                     self.frames_sent += 1
                     self.messages_sent += len(msgs)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
+        except Exception as exc:  # broken socket, bad frame, or a bug: this connection ends
             self.error = exc
             scope.cancel()
 
@@ -226,7 +226,7 @@ class Connection:
                     self.frames_received += 1
                     for message in messages:
                         self._dispatch(message)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
+        except Exception as exc:  # broken socket, bad frame, or a bug: this connection ends
             self.error = exc
             scope.cancel()
 
