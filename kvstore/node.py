@@ -82,6 +82,8 @@ META_BUCKET = 0xFFFFFFFF  # the meta group's state lives in this (never a user) 
 MAP_KEY = b"map"
 PEER_INBOX_MAX = 100_000
 LAG_ENTRIES = 1000
+LEADER_GOSSIP_TICKS = 10  # tell peers which buckets we lead every this many ticks
+LEADER_HINT_TTL_S = 5.0
 # TESTING ONLY - deliberately injected bugs that the jepsen-style suite must catch; never set in
 # production. "stale-follower-read": follower reads skip ReadIndex; "ack-before-commit": puts
 # are acknowledged as soon as they are proposed.
@@ -154,6 +156,7 @@ class Node:
         self._deadlines: deque = deque()  # (deadline, kind, obj) in deadline order
         self._peer_inbox: deque = deque()
         self._peer_inbox_items = 0
+        self._remote_leaders: dict[int, tuple[int, int, float]] = {}  # bucket -> (node, term, seen)
         self._local_inbox: deque = deque()  # callables run by the loop between turns
         self._wake = trio.Event()
         self.transport: Transport | None = None
@@ -366,10 +369,15 @@ class Node:
 
     def map_payload(self) -> dict:
         m = self.map
+        now = time.monotonic()
         buckets = []
         for b in range(m.num_buckets):
             g = self.groups.get(group_of_bucket(b))
-            leader = g.leader if g is not None and g.leader else None
+            if g is not None:
+                leader = g.leader or None
+            else:  # not a replica here: what the leader itself said lately
+                hint = self._remote_leaders.get(b)
+                leader = hint[0] if hint is not None and now - hint[2] < LEADER_HINT_TTL_S else None
             buckets.append([m.epochs[b], list(m.replicas[b]), leader])
         return {"epoch": m.epoch, "num_buckets": m.num_buckets, "nodes": dict(m.nodes),
                 "buckets": buckets}
@@ -446,6 +454,8 @@ class Node:
                 self._ticks += 1
                 if self._ticks == self._campaign_at_tick:
                     self._campaign_preferred()
+                if self._ticks % LEADER_GOSSIP_TICKS == 0:
+                    self._gossip_leaders()
             self._turn()
 
     def _campaign_preferred(self) -> None:
@@ -471,6 +481,9 @@ class Node:
         while inbox:
             items = inbox.popleft()
             for item in items:
+                if item and item[0] == "leaders":
+                    self._on_leaders(item)
+                    continue
                 try:
                     gid, msg = codec.decode_message(item)
                 except codec.CodecError as exc:
@@ -485,6 +498,30 @@ class Node:
                     g.raw.step(msg)
                 except raft.RaftError as exc:
                     log.debug("step refused", extra={"group": gid, "error": repr(exc)})
+
+    def _gossip_leaders(self) -> None:
+        """Tell every peer which buckets this node leads (and in which term), so that any node
+        can answer `map` with every bucket's leader, not only those of its own replicas."""
+        led = [[g.bucket, g.term] for g in self.groups.values()
+               if g.role == Role.LEADER and g.gid != META_GROUP]
+        item = ["leaders", self.id, led]
+        for peer in self.map.nodes:
+            if peer != self.id:
+                self.transport.send(peer, item)
+
+    def _on_leaders(self, item) -> None:
+        try:
+            _tag, frm, led = item
+            if type(frm) is not int or frm not in self.map.nodes or not isinstance(led, list):
+                raise ValueError
+            now = time.monotonic()
+            for bucket, term in led:
+                if type(bucket) is int and type(term) is int and 0 <= bucket < self.map.num_buckets:
+                    old = self._remote_leaders.get(bucket)
+                    if old is None or old[1] <= term:
+                        self._remote_leaders[bucket] = (frm, term, now)
+        except (ValueError, TypeError):
+            self.stats["bad_peer_msgs"] += 1
 
     def _feed_groups(self, tick: bool) -> None:
         for g in self.groups.values():

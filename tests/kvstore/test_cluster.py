@@ -184,6 +184,17 @@ def test_paused_node_then_resumed(make_cluster):
                20, "the resumed node to catch up")
 
 
+def test_every_node_knows_every_leader(make_cluster):
+    c = make_cluster(5, buckets=8, replication=3)  # each node holds ~60 % of the buckets
+
+    def leaders_known(node_id):
+        with RawConn(c.addr(node_id)) as conn:
+            st, mp = conn.call("map")
+        return all(b[2] is not None for b in mp["buckets"])
+
+    wait_until(lambda: all(leaders_known(i) for i in c.ids), 15, "leaders of every bucket in every map")
+
+
 def test_five_nodes_survive_two_failures(make_cluster):
     c = make_cluster(5, buckets=8, replication=5)
     with Client(c.addrs, timeout=10) as cl:
