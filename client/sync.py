@@ -85,23 +85,8 @@ class Client:
         if self._closed:
             raise ClientClosed("the client is closed")
         done: queue.SimpleQueue = queue.SimpleQueue()
-        afn = getattr(self._async, method)
-
-        async def call():
-            result = afn(*args, **kwargs)
-            return (await result) if inspect.isawaitable(result) else result
-
-        async def runner() -> None:
-            done.put(await outcome.acapture(call))
-
-        def spawn() -> None:
-            try:
-                self._nursery.start_soon(runner)
-            except RuntimeError:  # the nursery is closing
-                done.put(outcome.Error(ClientClosed("the client is closed")))
-
         try:
-            self._token.run_sync_soon(spawn)
+            self._token.run_sync_soon(self._spawn, getattr(self._async, method), args, kwargs, done)
         except trio.RunFinishedError:
             raise ClientClosed("the client is closed") from None
         while True:
@@ -114,6 +99,26 @@ class Client:
         if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
             raise ClientClosed("the client was closed while the call ran")
         return result.unwrap()
+
+    def _spawn(self, fn, args, kwargs, done: queue.SimpleQueue) -> None:
+        """On the trio thread: run one call as a task of the client's nursery."""
+        try:
+            self._nursery.start_soon(self._run_one, fn, args, kwargs, done)
+        except RuntimeError:  # the nursery is closing
+            done.put(outcome.Error(ClientClosed("the client is closed")))
+
+    @staticmethod
+    async def _run_one(fn, args, kwargs, done: queue.SimpleQueue) -> None:
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:  # handed to the calling thread, Cancelled included
+            done.put(outcome.Error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        done.put(outcome.Value(result))
 
     # -- lifecycle -----------------------------------------------------------------------
 
