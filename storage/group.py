@@ -8,9 +8,8 @@ older terms are read from LMDB in a short read transaction each time.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from raft.types import (
     Compacted,
@@ -34,8 +33,7 @@ def group_prefix(group_id: int) -> bytes:
     return _U64.pack(group_id)
 
 
-@dataclass(slots=True, frozen=True)
-class GroupState:
+class GroupState(NamedTuple):  # a tuple: cheap to build once per group per commit
     """The log holds entries first_index..last_index after the discarded prefix that ends at
     `offset_index` (whose term is remembered). `snapshot` is the last snapshot recorded; its
     index is >= offset_index (equal after a snapshot install or a plain `compact`)."""
@@ -56,7 +54,7 @@ class GroupState:
         return self.offset_index + 1
 
     def replace(self, **changes) -> "GroupState":
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
 
 EMPTY_STATE = GroupState(0, 0, 0, 0, HardState(), ConfState(), Snapshot())
