@@ -37,6 +37,7 @@ from .commands import (
 from .errors import (
     CorruptData,
     DiskFull,
+    HistoryCompacted,
     InvalidInput,
     KeyTooLarge,
     SnapshotAborted,
@@ -49,7 +50,7 @@ from .codec import decode_command, encode_command, result_to_wire
 from .store import GcProgress, NodeStore
 
 __all__ = [
-    "Batch", "Cas", "Command", "CorruptData", "Delete", "DiskFull", "GcProgress", "GroupApply",
+    "Batch", "Cas", "Command", "CorruptData", "Delete", "DiskFull", "GcProgress", "GroupApply", "HistoryCompacted",
     "GroupWrite", "InvalidInput", "KeyTooLarge", "NodeStore", "Noop", "Put", "Rejected",
     "SnapshotAborted", "Stale", "StorageError", "StoreClosed", "StoreLocked", "ValueTooLarge", "decode_command", "encode_command", "result_to_wire",
 ]

@@ -37,3 +37,8 @@ class SnapshotAborted(StorageError):
 
 class CorruptData(StorageError):
     """Bytes on disk do not decode (unknown format version or malformed record)."""
+
+
+class HistoryCompacted(StorageError):
+    """A read `as_of` a time older than the bucket's GC horizon: the versions it would need
+    may have been garbage-collected, so it is refused rather than answered wrongly."""

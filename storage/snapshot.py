@@ -4,7 +4,9 @@ Chunk format (each chunk `codec.pack`ed, so it starts with the format version by
     ["h", bucket, metadata, applied_index, last_version]     first
     ["s", [[session key, session row], ...]]                 the group's session table
     ["d", [[data key without bucket, stored value], ...]]    versions <= last_version
-    ["e", number of data records, number of sessions]         last
+    ["e", number of data records, number of sessions, GC horizon]   last
+The receiver takes the sender's GC horizon (as of the end of the stream): history older than
+it may be incomplete in the copy, so reads as of older times are refused there too.
 See store.py's module docstring for why streaming in short read transactions is consistent.
 """
 
@@ -100,7 +102,7 @@ def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[byte
             if records:
                 count += len(records)
                 yield codec.pack(["d", records])
-        yield codec.pack(["e", count, len(sessions)])
+        yield codec.pack(["e", count, len(sessions), store.gc_horizon(bucket)])
     finally:
         with store._write_lock:
             store._pins[bucket].remove(pin)
@@ -111,10 +113,10 @@ def install(store, group_id: int, bucket: int, metadata: SnapshotMetadata | None
     gp = group_prefix(group_id)
     store._write(lambda txn: (store._delete_prefix(txn, store._db_staging, gp), None))
     try:
-        meta, version, sessions, count = _stage(store, gp, bucket, chunks)
+        meta, version, sessions, horizon = _stage(store, gp, bucket, chunks)
         if metadata is not None and (metadata.index, metadata.term) != (meta.index, meta.term):
             raise InvalidInput(f"snapshot metadata {metadata} does not match the stream's {meta}")
-        return _swap(store, group_id, bucket, meta, version, sessions)
+        return _swap(store, group_id, bucket, meta, version, sessions, horizon)
     except BaseException:
         if not store.closed:
             store._write(lambda txn: (store._delete_prefix(txn, store._db_staging, gp), None))
@@ -150,6 +152,7 @@ def _stage(store, gp: bytes, bucket: int, chunks: Iterable[bytes]):
             store._write(put)
             count += len(records)
         elif kind == "e":
+            horizon = obj[3] if len(obj) > 3 else 0
             if obj[1] != count or obj[2] != len(sessions):
                 raise InvalidInput(f"snapshot stream incomplete: {count} records, "
                                    f"{len(sessions)} sessions; expected {obj[1]}, {obj[2]}")
@@ -158,15 +161,15 @@ def _stage(store, gp: bytes, bucket: int, chunks: Iterable[bytes]):
             raise InvalidInput(f"unknown snapshot chunk {kind!r}")
     if not ended:
         raise InvalidInput("snapshot stream ended before its end marker")
-    _, src_bucket, meta, applied, version = header
+    _, src_bucket, meta, applied, version = header[:5]
     meta = codec.metadata_from(meta)
     if meta.index != applied:
         raise InvalidInput("snapshot header is inconsistent")
-    return meta, version, sessions, count
+    return meta, version, sessions, horizon
 
 
 def _swap(store, group_id: int, bucket: int, meta: SnapshotMetadata, version: int,
-          sessions: list) -> SnapshotMetadata:
+          sessions: list, horizon: int) -> SnapshotMetadata:
     gp = group_prefix(group_id)
     bp = keys.bucket_prefix(bucket)
 
@@ -185,6 +188,7 @@ def _swap(store, group_id: int, bucket: int, meta: SnapshotMetadata, version: in
         for skey, row in sessions:
             txn.put(gp + skey, row, db=store._db_sessions)
         txn.put(gp, codec.encode_apply_state(bucket, meta.index, version), db=store._db_apply)
+        store._set_horizon(txn, bucket, horizon)
         st = store._load_group(txn, group_id)
         if st.snapshot.metadata.index < meta.index:  # (raft may have persisted it already)
             st = store._install_snapshot_meta(txn, group_id, st, Snapshot(meta))
@@ -195,6 +199,7 @@ def _swap(store, group_id: int, bucket: int, meta: SnapshotMetadata, version: in
             store._groups[group_id] = st
             store._applies[group_id] = ApplyState(bucket, meta.index, version)
             store._epochs[bucket] = store._epochs.get(bucket, 0) + 1
+            store._horizons[bucket] = horizon
 
         return meta, publish
 

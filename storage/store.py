@@ -5,7 +5,9 @@ Theory of operation
 - Named databases: `log` (group 8B + index 8B -> entry), `raft` (group + b"h"/b"c"/b"s" ->
   hard state / conf state / snapshot record), `apply` (group -> bucket, applied index, last
   version), `sessions` (group + session -> last seq, result, last ts), `data` (MVCC, see
-  keys.py), `staging` (snapshot chunks being installed), `meta` (node metadata).
+  keys.py), `staging` (snapshot chunks being installed), `meta` (node metadata), `gc`
+  (bucket -> GC horizon: set when a GC pass starts; reads as of older times raise
+  HistoryCompacted instead of answering from a history GC may have thinned).
 - Every write method is ONE write transaction (`_write`): persist for all groups of a turn,
   apply for all groups of a turn. The function building the transaction is pure with respect
   to memory: it returns the cache updates, which are published only after a successful commit,
@@ -53,6 +55,7 @@ from . import codec, keys, mvcc
 from .commands import GroupApply, GroupWrite
 from .errors import (
     DiskFull,
+    HistoryCompacted,
     InvalidInput,
     SnapshotAborted,
     StorageError,
@@ -64,6 +67,7 @@ from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
 DEFAULT_MAP_SIZE = 1 << 30
 _U64 = struct.Struct(">Q")
 _LOG_KEY = struct.Struct(">QQ")
+_BUCKET = struct.Struct(">I")
 _HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
@@ -131,6 +135,7 @@ class NodeStore:
         self._db_data = env.open_db(b"data")
         self._db_staging = env.open_db(b"staging")
         self._db_meta = env.open_db(b"meta")
+        self._db_gc = env.open_db(b"gc")  # bucket -> GC horizon (reads as_of below: refused)
         self._write_lock = threading.RLock()
         self._cache_lock = threading.Lock()
         self._groups: dict[int, GroupState] = {}
@@ -138,6 +143,7 @@ class NodeStore:
         self._views: dict[int, GroupStorage] = {}
         self._pins: dict[int, list[int]] = {}  # bucket -> versions of running snapshot streams
         self._epochs: dict[int, int] = {}  # bucket -> bumped when its data is replaced/removed
+        self._horizons: dict[int, int] = {}  # bucket -> GC horizon, all loaded at open
         # Read gate: set_mapsize needs no live transaction in this process.
         self._gate = threading.Condition(threading.Lock())
         self._readers = 0
@@ -175,6 +181,7 @@ class NodeStore:
             raise
         store = cls(path, env, fd, sync, session_ttl)
         store._drop_staging()
+        store._load_horizons()
         return store
 
     def close(self) -> None:
@@ -273,6 +280,28 @@ class NodeStore:
             return None, None
 
         self._write(fn)
+
+    def _load_horizons(self) -> None:
+        txn = self._begin_read()
+        try:
+            for k, v in txn.cursor(db=self._db_gc):
+                self._horizons[_BUCKET.unpack(k)[0]] = codec.unpack(v)
+        finally:
+            self._end_read(txn)
+
+    def gc_horizon(self, bucket: int) -> int:
+        """Reads `as_of` an older time are refused (HistoryCompacted): GC may have removed
+        versions they need."""
+        return self._horizons.get(bucket, 0)
+
+    def _check_horizon(self, bucket: int, as_of: int) -> None:
+        h = self._horizons.get(bucket, 0)
+        if as_of < h:
+            raise HistoryCompacted(f"as_of {as_of} is older than bucket {bucket}'s retained "
+                                   f"history (GC horizon {h})")
+
+    def _set_horizon(self, txn, bucket: int, horizon: int) -> None:
+        txn.put(_BUCKET.pack(bucket), codec.pack(horizon), db=self._db_gc)
 
     # -- group state cache --------------------------------------------------------------------
 
@@ -556,12 +585,14 @@ class NodeStore:
             txn.delete(gp, db=self._db_apply)
             if bucket is not None:
                 self._delete_prefix(txn, self._db_data, keys.bucket_prefix(bucket))
+                txn.delete(_BUCKET.pack(bucket), db=self._db_gc)
 
             def publish():
                 self._groups[group_id] = EMPTY_STATE
                 self._applies[group_id] = _NO_APPLY
                 if bucket is not None:
                     self._epochs[bucket] = self._epochs.get(bucket, 0) + 1
+                    self._horizons.pop(bucket, None)
 
             return None, publish
 
@@ -655,7 +686,8 @@ class NodeStore:
         else:
             as_of = _check_ts(as_of, "as_of")
             if as_of < 0:
-                return None
+                return None  # nothing existed before time 0, GC or not
+            self._check_horizon(bucket, as_of)
         stem = keys.key_stem(bucket, key)
         txn = self._begin_read()
         try:
@@ -688,6 +720,7 @@ class NodeStore:
             as_of = _check_ts(as_of, "as_of")
             if as_of < 0:
                 return [], False
+            self._check_horizon(bucket, as_of)
         txn = self._begin_read()
         try:
             return mvcc.scan(txn, self._db_data, bucket, prefix, start_after, limit,
@@ -709,8 +742,12 @@ class NodeStore:
         def fn(txn):
             pins = self._pins.get(bucket)  # read under the write lock: see snapshot.stream
             horizon = min(before_ts, min(pins)) if pins else before_ts
+            publish = None
+            if horizon > self._horizons.get(bucket, 0):  # from now on, older reads are refused
+                self._set_horizon(txn, bucket, horizon)
+                publish = lambda: self._horizons.__setitem__(bucket, horizon)  # noqa: E731
             nxt, deleted = mvcc.gc(txn, self._db_data, bucket, horizon, max_keys, cursor)
-            return GcProgress(nxt, deleted), None
+            return GcProgress(nxt, deleted), publish
 
         return self._write(fn)
 

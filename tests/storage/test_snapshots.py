@@ -109,6 +109,8 @@ def test_stream_ignores_later_writes_and_pins_gc(two):
     assert dst.scan(B, b"", limit=10_000, as_of=version) == visible
     assert set(raw_bucket(dst, B)) <= set(before)
     assert src.get(B, b"zzz") is not None and dst.get(B, b"zzz") is None
+    # the copy refuses reads older than what the source's GC may have removed
+    assert dst.gc_horizon(B) == src.gc_horizon(B) == version
     # once the stream ended, GC is no longer held back
     assert src.gc(B, version + 10, max_keys=10_000).deleted > 0
 

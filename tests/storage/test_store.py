@@ -17,6 +17,7 @@ from storage import (
     Delete,
     DiskFull,
     GroupApply,
+    HistoryCompacted,
     GroupWrite,
     InvalidInput,
     KeyTooLarge,
@@ -313,3 +314,28 @@ def test_meta(store, tmp_path):
     assert store.get_meta("map") is None and store.get_meta("map", 5) == 5
     store.put_meta("map", {"epoch": 3, "nodes": {1: "a:1"}})
     assert store.get_meta("map") == {"epoch": 3, "nodes": {1: "a:1"}}
+
+
+def test_reads_older_than_the_gc_horizon_are_refused(tmp_path):
+    path = tmp_path / "s"
+    with NodeStore.open(path, sync=False) as store:
+        for i in range(1, 6):
+            apply1(store, i, Put(b"k", b"%d" % i, i * 10))
+        assert store.get(1, b"k", as_of=15) == (b"1", 10)
+        progress = store.gc(1, 35, max_keys=1)  # even a partial pass moves the horizon
+        assert store.gc_horizon(1) == 35
+        with pytest.raises(HistoryCompacted, match="horizon 35"):
+            store.get(1, b"k", as_of=34)
+        with pytest.raises(HistoryCompacted):
+            store.scan(1, b"", as_of=20)
+        assert store.get(1, b"k", as_of=-1) is None
+        while not progress.done:
+            progress = store.gc(1, 35, max_keys=1, cursor=progress.cursor)
+        assert store.get(1, b"k", as_of=35) == (b"3", 30)
+        assert store.get(1, b"k", as_of=36) == (b"3", 30)
+        assert store.gc(1, 20).done and store.gc_horizon(1) == 35  # never moves back
+        assert store.gc_horizon(2) == 0
+    with NodeStore.open(path, sync=False) as store:  # durable
+        assert store.gc_horizon(1) == 35
+        store.remove_group(1, 1)
+        assert store.gc_horizon(1) == 0
