@@ -20,6 +20,9 @@ Theory of operation (as in Porcupine):
   than the last of them: after it nothing can tell it happened). A pending write of a value no other op writes, that
   some op saw, must have happened before the first of those returned: that becomes its return.
   Both keep the 2^k blow-up of k pending writes away (values are unique in the workload).
+- Written values that no op ever compares with are all alike: they become one sentinel (so
+  states that differ only in them meet in the cache), and pending writes of them are tried in
+  invoke order only (symmetry breaking).
 - A budget bounds the search; when it runs out the answer is "unknown", never "ok".
 
 Ordering: events carry a global `index` (the recorder's total order); when present it orders
@@ -108,8 +111,12 @@ def _written(op: Op):
     return _hashable(op.invoke.value[1] if op.f == "cas" else op.invoke.value)
 
 
-def prepare(ops: list[Op]) -> list[tuple[Op, float, float, bool]]:
-    """(op, call order, return order, outcome known) for the ops that constrain the search."""
+def prepare(ops: list[Op]) -> list[tuple[Op, float, float, bool, bool]]:
+    """(op, call order, return order, outcome known, soft) for the ops that constrain the search.
+
+    soft: a pending op whose return is only a bound on when it can still matter; at that
+    return it may also be dropped (it never happened, or happened where no op can tell).
+    """
     kept = []
     observed = set()
     false_cas_ends = []
@@ -139,22 +146,64 @@ def prepare(ops: list[Op]) -> list[tuple[Op, float, float, bool]]:
         if op.f == "read" and t != OK:
             continue  # an unknown read constrains nothing
         if t == OK:
-            kept.append((op, _order(op.invoke), _order(op.complete), True))
+            kept.append((op, _order(op.invoke), _order(op.complete), True, False))
             continue
         # info write / cas / delete
         new = _written(op)
         if new not in observed and latest_false_cas < _order(op.invoke):
             continue  # unobservable: linearize at the end
-        ret = _INF
+        ret, soft = _INF, False
         if new not in observed:
             # only a cas that returned false can use it; after the last of them it is useless
-            ret = latest_false_cas
+            ret, soft = latest_false_cas, True
         elif new is not None and writers.get(new) == 1:
             # the only op that writes this value: if anyone saw it, it happened before the
             # first of them returned (or it never happened and the history is not linearizable)
             ret = first_seen.get(new, _INF)
-        kept.append((op, _order(op.invoke), ret, False))
+        kept.append((op, _order(op.invoke), ret, False, soft))
     return kept
+
+
+class _Unseen:
+    """Stands for every written value that no op ever compares with: they are alike."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unobserved value>"
+
+
+_UNSEEN = _Unseen()
+
+
+def known_of_entry(e) -> bool:
+    return e[3]
+
+
+def f_of_entry(e) -> str:
+    return e[0].f
+
+
+def _observed_values(ops: list[Op]) -> set:
+    """Values some op compares the register with: results of ok reads, expected of cas."""
+    seen = set()
+    for op in ops:
+        if op.f == "read" and op.type == OK:
+            seen.add(_hashable(op.complete.value))
+        elif op.f == "cas" and op.type != FAIL:
+            seen.add(_hashable(op.invoke.value[0]))
+    return seen
+
+
+def _input(op: Op, observed: set):
+    """The op's input with every unobserved written value replaced by _UNSEEN."""
+    if op.f == "write":
+        v = _hashable(op.invoke.value)
+        return v if v in observed else _UNSEEN
+    if op.f == "cas":
+        expected, new = _hashable(op.invoke.value[0]), _hashable(op.invoke.value[1])
+        return (expected, new if new in observed else _UNSEEN)
+    return _hashable(op.invoke.value)
 
 
 def _hashable(v):
@@ -170,7 +219,7 @@ def check_key(key, ops: list[Op], model=RegisterModel, budget: int = 1_000_000) 
         return KeyResult(key, VALID, 0, 0)
     # Build the event list: calls before returns at equal order (lenient: they overlap).
     evs = []
-    for i, (_op, call, ret, _known) in enumerate(entries):
+    for i, (_op, call, ret, _known, _soft) in enumerate(entries):
         evs.append((call, 0, i))
         evs.append((ret, 1, i))
     evs.sort()
@@ -194,9 +243,19 @@ def check_key(key, ops: list[Op], model=RegisterModel, budget: int = 1_000_000) 
     for i in range(n):
         match[call_node[i]] = ret_node[i]
     f_of = [e[0].f for e in entries]
-    in_of = [_hashable(e[0].invoke.value) for e in entries]
+    observed = _observed_values(ops)
+    in_of = [_input(e[0], observed) for e in entries]
+    # Symmetry: pending writes of unobserved values are interchangeable once invoked, so one
+    # may be linearized only after every such write invoked before it (canonical choice).
+    pred = [-1] * n
+    prev = -1
+    for i in sorted(range(n), key=lambda j: entries[j][1]):
+        if not known_of_entry(entries[i]) and f_of_entry(entries[i]) == "write" and in_of[i] is _UNSEEN:
+            pred[i] = prev
+            prev = i
     out_of = [_hashable(e[0].complete.value) if e[3] else None for e in entries]
     known_of = [e[3] for e in entries]
+    soft_of = [e[4] for e in entries]
 
     def lift(e):
         for node in (e, match[e]):
@@ -227,6 +286,9 @@ def check_key(key, ops: list[Op], model=RegisterModel, budget: int = 1_000_000) 
             return KeyResult(key, UNKNOWN, n, steps)
         if is_call[entry]:
             i = op_of[entry]
+            if pred[i] >= 0 and not (linearized >> pred[i]) & 1:
+                entry = nxt[entry]  # a like write invoked earlier goes first
+                continue
             ok, new_state = step(state, f_of[i], in_of[i], out_of[i], known_of[i])
             if ok:
                 new_lin = linearized | (1 << i)
@@ -241,6 +303,17 @@ def check_key(key, ops: list[Op], model=RegisterModel, budget: int = 1_000_000) 
                     continue
             entry = nxt[entry]
         else:
+            i = op_of[entry]
+            if soft_of[i]:
+                # its deadline: besides backtracking, it may be dropped (never happened)
+                memo = (linearized | (1 << i), state)
+                if memo not in cache:
+                    cache.add(memo)
+                    calls.append((call_node[i], state))
+                    linearized |= 1 << i
+                    lift(call_node[i])
+                    entry = nxt[0]
+                    continue
             if len(calls) > best_depth:
                 best_depth = len(calls)
                 best = (op_of[entry], state, [op_of[c] for c, _ in calls])

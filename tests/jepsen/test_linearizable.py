@@ -232,6 +232,46 @@ def test_agrees_with_brute_force(events):
     assert verdict(events) is brute_force(events)
 
 
+@st.composite
+def unique_value_history(draw):
+    """Like random_history, but every write / cas writes a fresh value (as the workload does),
+    which is what the checker's pruning of pending writes relies on."""
+    n_ops = draw(st.integers(1, 7))
+    rows, open_, written = [], {}, [None]
+    fresh = iter(range(100, 1000))
+    for i in range(n_ops):
+        p = f"p{i}"
+        f = draw(st.sampled_from(["read", "write", "cas", "write"]))
+        if f == "read":
+            inv = None
+        elif f == "write":
+            inv = next(fresh)
+            written.append(inv)
+        else:
+            inv = [draw(st.sampled_from(written)), next(fresh)]
+            written.append(inv[1])
+        rows.append([p, "invoke", f, "x", inv])
+        open_[p] = (f, inv)
+        while open_ and draw(st.booleans()):
+            q = draw(st.sampled_from(sorted(open_)))
+            qf, qinv = open_.pop(q)
+            t = draw(st.sampled_from([OK, OK, INFO, INFO, FAIL]))
+            out = {"read": draw(st.sampled_from(written)), "write": qinv, "cas": draw(st.booleans())}[qf]
+            rows.append([q, t, qf, "x", out if t == OK else qinv])
+    for q in sorted(open_):
+        qf, qinv = open_[q]
+        t = draw(st.sampled_from([OK, INFO]))
+        out = {"read": draw(st.sampled_from(written)), "write": qinv, "cas": draw(st.booleans())}[qf]
+        rows.append([q, t, qf, "x", out if t == OK else qinv])
+    return h(*map(tuple, rows))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(unique_value_history())
+def test_agrees_with_brute_force_on_unique_values(events):
+    assert verdict(events) is brute_force(events)
+
+
 # ---------------------------------------------------------------- generated from a real register
 
 
