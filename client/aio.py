@@ -109,11 +109,12 @@ class _AttemptTimer:
 
 
 class _OpState:
-    __slots__ = ("write", "maybe_applied", "last", "attempts")
+    __slots__ = ("write", "maybe_applied", "why_unknown", "last", "attempts")
 
     def __init__(self, write: bool) -> None:
         self.write = write
         self.maybe_applied = False
+        self.why_unknown = ""  # the first attempt that may have been applied
         self.last = "no attempt was made before the deadline"
         self.attempts = 0
 
@@ -470,9 +471,9 @@ class AsyncClient:
             kind, status, payload = await self._attempt(addr, op, args, window, size)
 
             if kind != _REPLY:
-                if kind != _NOT_SENT and state.write:
-                    state.maybe_applied = True
                 state.last = f"{op} to {addr}: {kind}"
+                if kind != _NOT_SENT and state.write:
+                    self._maybe_applied(state)
                 if kind != _SLOW:  # unreachable or dead: try another replica next
                     bmap.forget_leader(b, addr)
                     rotate += 1
@@ -509,7 +510,7 @@ class AsyncClient:
                     await backoff.sleep(deadline)
             elif status == Status.TIMEOUT:
                 if state.write:
-                    state.maybe_applied = True
+                    self._maybe_applied(state)
                 await backoff.sleep(deadline)
             elif status == Status.UNAVAILABLE:
                 rotate += 1  # e.g. a replica that knows no leader: another one may
@@ -525,11 +526,20 @@ class AsyncClient:
                 raise Compacted(reason or "history compacted")
             else:  # a status this client does not know: treat like TIMEOUT (conservative)
                 if state.write:
-                    state.maybe_applied = True
+                    self._maybe_applied(state)
                 await backoff.sleep(deadline)
         if state.maybe_applied:
-            raise OutcomeUnknown(f"{op}: outcome unknown at the deadline ({state.attempts} attempts; last: {state.last})")
+            raise OutcomeUnknown(
+                f"{op}: outcome unknown at the deadline ({state.attempts} attempts; maybe applied "
+                f"by attempt {state.why_unknown}; last: {state.last})"
+            )
         raise Unavailable(f"{op}: not applied before the deadline ({state.attempts} attempts; last: {state.last})")
+
+    @staticmethod
+    def _maybe_applied(state: _OpState) -> None:
+        if not state.maybe_applied:
+            state.maybe_applied = True
+            state.why_unknown = f"{state.attempts} ({state.last})"
 
     async def _attempt(self, addr: str, op: str, args: dict, until: float, size: int = 64):
         """Send one request to `addr` and wait for its reply until `until`.
