@@ -32,7 +32,6 @@ log = logging.getLogger("kvstore.server")
 INFLIGHT_MAX = 4096
 RECV_BYTES = 256 * 1024
 REPLY_FRAME_ITEMS = 8192
-HANDSHAKE_TIMEOUT_S = 30.0
 SEND_TIMEOUT_S = 30.0
 
 
@@ -117,18 +116,17 @@ class Server:
     async def _handle(self, stream: trio.SocketStream, conn_id: int) -> None:
         decoder = FrameDecoder()
         frames: list = []
-        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            while not frames:
-                data = await stream.receive_some(RECV_BYTES)
-                if not data:
-                    return
-                try:
-                    frames = decoder.feed(data)
-                except FrameError as exc:
-                    await _send_fatal(stream, str(exc))
-                    return
-        if not frames:
-            return
+        # no deadline here: a client may open a connection and use it later (an idle
+        # connection costs one sleeping task); peers and clients are told apart by this frame
+        while not frames:
+            data = await stream.receive_some(RECV_BYTES)
+            if not data:
+                return
+            try:
+                frames = decoder.feed(data)
+            except FrameError as exc:
+                await _send_fatal(stream, str(exc))
+                return
         first = frames[0]
         if first and isinstance(first[0], list) and first[0] and first[0][0] == "peer":
             hello = first[0][1] if len(first[0]) > 1 and isinstance(first[0][1], dict) else {}
