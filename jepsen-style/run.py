@@ -2,6 +2,7 @@
 """Jepsen-style fault injection against a real kvstore cluster.
 
     jepsen-style/run.py --nodes 5 --time 60 --nemesis kill,pause,partition --workload register --seed 1
+    jepsen-style/run.py --check jepsen-style/runs/<dir>   # check a recorded history again
     jepsen-style/run.py --cleanup      # remove namespaces/bridges/processes left by a killed run
 
 Exit status: 0 every checker passed, 1 a checker found a violation, 2 unknown (checker budget
@@ -11,6 +12,7 @@ ran out), 3 the run could not be carried out. See README.md, "Fault injection".
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import random
 import sys
@@ -18,7 +20,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from jepsen import hosts, nemesis  # noqa: E402
-from jepsen.runner import Options, run  # noqa: E402
+from jepsen.runner import Options, recheck, run  # noqa: E402
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -38,6 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--bug", default=None, help="KVSTORE_BUG for the nodes (testing the checker only)")
     p.add_argument("--client-timeout", type=float, default=2.0)
+    p.add_argument("--check", metavar="RUN_DIR", default=None,
+                   help="check RUN_DIR/history.jsonl again (no cluster) and exit")
+    p.add_argument("--budget", type=int, default=2_000_000, help="linearizability search steps per key")
     p.add_argument("--cleanup", action="store_true", help="remove leftovers of dead runs and exit")
     p.add_argument("--force", action="store_true", help="with --cleanup: also slots whose lock is held")
     return p.parse_args(argv)
@@ -49,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         done = hosts.cleanup_stale(force=a.force)
         print(f"cleaned slots {done}" if done else "nothing to clean")
         return 0
+    if a.check:
+        status, result = recheck(pathlib.Path(a.check), a.budget)
+        brief = {k: v for k, v in result.items() if k not in ("invalid_keys", "unknown_keys")}
+        brief.update(invalid_keys=[k["key"] for k in result.get("invalid_keys", [])],
+                     unknown_keys=[k["key"] for k in result.get("unknown_keys", [])])
+        print(json.dumps(brief, default=str))
+        for bad in result.get("invalid_keys", [])[:3]:
+            print(json.dumps(bad, default=str))
+        return status
     fams = {"all": list(nemesis.FAMILIES), "none": []}.get(a.nemesis)
     if fams is None:
         fams = [f.strip() for f in a.nemesis.split(",") if f.strip()]
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--nodes, --time, --concurrency and --keys must be positive", file=sys.stderr)
         return 3
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    opts = Options(nodes=a.nodes, time_s=a.time, nemesis=fams, workload=a.workload, seed=seed,
+    opts = Options(nodes=a.nodes, time_s=a.time, lin_budget_per_key=a.budget, nemesis=fams, workload=a.workload, seed=seed,
                    concurrency=a.concurrency, rate=a.rate, keys=a.keys, buckets=a.buckets,
                    replication=a.replication, hosts=a.hosts, bug=a.bug, client_timeout_s=a.client_timeout)
     if a.runs_dir:

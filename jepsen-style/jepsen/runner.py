@@ -282,3 +282,20 @@ def summary_line(v: dict, opts: Options) -> str:
         bits.append(f"CRASHED nodes {v['crashes']['nodes']}")
     bits.append(f"run={v['run_s']}s dir={v['run_dir']}")
     return " ".join(bits)
+
+
+def recheck(run_dir: Path, budget_per_key: int = 2_000_000) -> tuple[int, dict]:
+    """Checks a recorded history again (e.g. with a newer checker or a larger budget)."""
+    from .history import read_jsonl
+
+    events = read_jsonl(Path(run_dir) / "history.jsonl")
+    ops = pair(events)
+    if any(op.f == "add" for op in ops):
+        result = setcheck.check(ops)
+    else:
+        t = time.monotonic()
+        result = linearizable.check(ops, budget_per_key=budget_per_key)
+        result["check_s"] = round(time.monotonic() - t, 2)
+    valid = result["valid"]
+    return (0 if valid is True else 1 if valid is False else 2), result
+
