@@ -477,6 +477,8 @@ class AsyncClient:
                 if kind != _SLOW:  # unreachable or dead: try another replica next
                     bmap.forget_leader(b, addr)
                     rotate += 1
+                elif follower:  # a replica slow to serve (cut off from its leader?): another
+                    rotate += 1
                 await backoff.sleep(deadline)
                 continue
             if status == Status.OK:
