@@ -298,4 +298,28 @@ def cleanup_stale(force: bool = False) -> list[int]:
         pid = int(pf.stem.split("-")[1]) if pf.stem.split("-")[1].isdigit() else -1
         if force or not _pid_alive(pid):
             _kill_pidfile(pf)
+    _remove_orphan_data_dirs()
     return done
+
+
+def _remove_orphan_data_dirs() -> None:
+    """Node data directories (tempfile kvj-data-*) that no running process mentions."""
+    import tempfile
+
+    dirs = list(Path(tempfile.gettempdir()).glob("kvj-data-*"))
+    if not dirs:
+        return
+    cmdlines = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdlines.append((proc / "cmdline").read_bytes())
+            except OSError:
+                pass
+    for d in dirs:
+        try:
+            fresh = time.time() - d.stat().st_mtime < 60  # a run may be starting its nodes
+        except OSError:
+            continue
+        if not fresh and not any(str(d).encode() in c for c in cmdlines):
+            shutil.rmtree(d, ignore_errors=True)
