@@ -54,6 +54,15 @@ def test_each_family_alone(tmp_path, family, workload):
     assert status == 0, v.get("summary") or v.get("error")
 
 
+@SLOW
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["register", "set"])
+def test_all_families_combined_long(tmp_path, workload):
+    status, v = run(opts(tmp_path, nemesis=list(ALL), time_s=90, workload=workload, seed=41, rate=150,
+                         concurrency=12, keys=8), log=lambda *_: None)
+    assert status == 0, v.get("summary") or v.get("error")
+
+
 @pytest.mark.skipif(not NETNS, reason=f"needs partitions (netns: {WHY})")
 def test_injected_stale_follower_read_is_caught(tmp_path):
     """KVSTORE_BUG=stale-follower-read: followers serve reads without ReadIndex. A partitioned
