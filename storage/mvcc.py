@@ -125,13 +125,6 @@ def _validate(cmd) -> None:
         codec.encode_session_key(cmd.session)
 
 
-def get(txn, data_db, bucket: int, key: bytes, as_of: int | None):
-    found = newest(txn.cursor(db=data_db), keys.key_stem(bucket, key), as_of)
-    if found is None or keys.is_tombstone(found[0]):
-        return None
-    return keys.decode_value(found[0]), found[1]
-
-
 def scan(txn, data_db, bucket: int, prefix: bytes, start_after: bytes | None, limit: int,
          max_bytes: int, as_of: int | None):
     """Visible (key, value, version) in key order; `more` is True when stopped by a limit."""

@@ -57,7 +57,6 @@ from .errors import (
     DiskFull,
     HistoryCompacted,
     InvalidInput,
-    SnapshotAborted,
     StorageError,
     StoreClosed,
     StoreLocked,

@@ -116,7 +116,7 @@ DISK_FILLER = textwrap.dedent("""
             i += 100
             print(i, flush=True)
     except DiskFull as e:
-        print("full", i, e, flush=True)
+        print("full", i, type(e).__name__, e, flush=True)
     store.close()
 """)
 
@@ -130,6 +130,7 @@ def test_full_disk_is_an_error_not_corruption(tmp_path):
     full = [line for line in lines if line.startswith("full")]
     assert full, (out.stdout[-500:], out.stderr[-2000:])
     written = int(full[0].split()[1])
+    assert full[0].split()[2] == DiskFull.__name__
     assert written > 0
     with NodeStore.open(path, sync=False) as s:  # everything reported is there, readable
         g = s.group(1)
