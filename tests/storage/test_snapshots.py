@@ -231,3 +231,44 @@ def test_no_read_transaction_is_held_between_chunks(two):
         assert all(line.split()[-1] == "-" for line in slots if "no active" not in line)
         src.persist([GroupWrite(G, entries=[Entry(1, 10 + n)])])  # writers are not blocked
     assert n > 5
+
+
+def test_stream_in_a_thread_while_a_writer_applies_and_collects(two):
+    """The snapshot equals the source as of its version, although a writer thread applied,
+    deleted and garbage-collected all along the stream."""
+    import threading
+
+    src, dst = two
+    fill(src, 30)
+    version = src.last_version(G)
+    expected = src.scan(B, b"", limit=100_000, as_of=version)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            i = 31
+            while not stop.is_set() and i < 2000:
+                src.persist([GroupWrite(G, entries=[Entry(1, i)])])
+                src.apply([GroupApply(G, B, i, [Batch((
+                    Put(b"key%05d" % (i * 7 % 300), b"new", ts=0),
+                    Delete(b"key%05d" % (i * 11 % 300), ts=0)))])])
+                src.gc(B, src.last_version(G), max_keys=50)
+                i += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    stream = src.snapshot_chunks(G, B, chunk_bytes=512)
+    chunks = [next(stream)]  # the header: the snapshot is as of now
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        chunks += list(stream)
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not errors
+    assert src.last_version(G) > version  # the writer did run meanwhile
+    meta = dst.install_snapshot(G, B, None, iter(chunks))
+    assert meta.index == 30
+    assert dst.scan(B, b"", limit=100_000) == expected
