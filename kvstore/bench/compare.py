@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -97,116 +98,149 @@ def run_compare(args, results: list[dict]) -> list[dict]:
     comparison still reports what it measured)."""
     names = [s for s in args.systems.split(",") if s]
     workloads = [w.upper() for w in args.workloads.split(",") if w]
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     base_dir = tempfile.mkdtemp(prefix="kvstore-compare-")
     try:
-        for name in names:
-            log(f"== {name}: starting")
-            with make_system(name, base_dir, args) as system:
-                log(f"== {name}: up at {','.join(system.endpoints)}")
-                loaded = False
-                for wl in workloads:
-                    if wl == "E" and name.split("-")[0] not in SCANS:
-                        results.append({"system": name, "workload": wl, "skipped": "no ordered range scan"})
-                        continue
-                    args.workload = wl
-                    cfg = config_from_args(args)
-                    if name.startswith("pysyncobj") or name == "redis":
-                        cfg.consistency = "linearizable"  # ignored by these drivers
-                    elif name == "etcd" and cfg.consistency == "follower":
-                        cfg.consistency = "serializable"
-                    elif name == "kvstore" and cfg.consistency == "serializable":
-                        cfg.consistency = "follower"
-                    spec = system.driver_spec()
-                    spec["connections"] = args.connections
-                    pids = system.pids()
-                    marks: dict[str, tuple[float, float]] = {}
-
-                    stat_threads = []
-
-                    def on_window(name, pids=pids, marks=marks, system=system):
-                        marks[name] = (_cpu_seconds(pids), time.monotonic())
-                        # the store's own counters, fetched off the event loop
-                        t = threading.Thread(target=lambda: marks.__setitem__(name + "-stats", system.internal_stats()))
-                        t.start()
-                        stat_threads.append(t)
-                    progress = Progress(cfg)
-                    profiler = None
-                    if args.profile_dir and name in args.profile.split(","):
-                        from kvstore.bench.profiling import Profiler
-
-                        profiler = Profiler(pids, os.path.join(os.path.abspath(args.profile_dir), f"{name}-{wl}"))
-                    try:
-                        report = trio.run(lambda: run_benchmark(cfg, spec, load=not loaded, progress=progress,
-                                                                log=log, on_window=on_window))
-                    finally:
-                        if profiler is not None:
-                            from kvstore.bench.profiling import summarize
-
-                            for path in profiler.stop():
-                                with open(path[:-4] + "-summary.txt", "w") as f:
-                                    f.write(summarize(path) + "\n")
-                                log(f"profile: {path} (summary: {path[:-4]}-summary.txt)")
-                    for t in stat_threads:
-                        t.join(timeout=10)
-                    loaded = True
-                    report["system"] = name
-                    node_stats = _stats_delta(marks.get("start-stats"), marks.get("end-stats"), cfg.duration_s)
-                    if node_stats:
-                        report["server_stats"] = node_stats
-                        for addr, st in node_stats.items():
-                            log(f"  {addr}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
-                    report["label"] = f"{name} {wl}"
-                    if "start" in marks and "end" in marks:
-                        (c0, t0), (c1, t1) = marks["start"], marks["end"]
-                        cores = (c1 - c0) / max(1e-9, t1 - t0)
-                        report["server_cpu_cores"] = round(cores, 2)
-                        report["server_cpu_us_per_op"] = (round(cores * 1e6 / report["throughput_ops_s"])
-                                                          if report["throughput_ops_s"] else None)
-                    log(summary_text(report))
-                    log(f"server CPU in the measured window (all its processes): "
-                        f"{report.get('server_cpu_cores')} cores, {report.get('server_cpu_us_per_op')} µs per op")
-                    results.append({"system": name, "workload": wl, "report": report})
+        for rnd in range(args.rounds):
+            # alternate the order so that a machine getting busier or quieter favours no store
+            for name in names if rnd % 2 == 0 else names[::-1]:
+                log(f"== {name}: starting" + (f" (round {rnd + 1} of {args.rounds})" if args.rounds > 1 else ""))
+                with make_system(name, base_dir, args) as system:
+                    log(f"== {name}: up at {','.join(system.endpoints)}")
+                    for i, wl in enumerate(workloads):
+                        if wl == "E" and name.split("-")[0] not in SCANS:
+                            results.append({"system": name, "workload": wl, "round": rnd,
+                                            "skipped": "no ordered range scan"})
+                            continue
+                        report = _run_one(system, name, wl, args, load=i == 0)
+                        results.append({"system": name, "workload": wl, "round": rnd, "report": report})
     finally:
-        import shutil
-
         shutil.rmtree(base_dir, ignore_errors=True)
     return results
 
 
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _run_one(system, name: str, wl: str, args, load: bool) -> dict:
+    """One workload against a running store, with its CPU, counters and (optionally) profile."""
+    args.workload = wl
+    cfg = config_from_args(args)
+    if name.startswith("pysyncobj") or name == "redis":
+        cfg.consistency = "linearizable"  # these drivers have one kind of read
+    elif name == "etcd" and cfg.consistency == "follower":
+        cfg.consistency = "serializable"
+    elif name == "kvstore" and cfg.consistency == "serializable":
+        cfg.consistency = "follower"
+    spec = dict(system.driver_spec(), connections=args.connections)
+    pids = system.pids()
+    marks: dict = {}
+    stat_threads: list[threading.Thread] = []
+
+    def on_window(edge: str) -> None:
+        marks[edge] = (_cpu_seconds(pids), time.monotonic())
+        # the store's own counters, fetched off the event loop
+        t = threading.Thread(target=lambda: marks.__setitem__(edge + "-stats", system.internal_stats()))
+        t.start()
+        stat_threads.append(t)
+
+    profiler = None
+    if args.profile_dir and name in args.profile.split(","):
+        from kvstore.bench.profiling import Profiler
+
+        profiler = Profiler(pids, os.path.join(os.path.abspath(args.profile_dir), f"{name}-{wl}"))
+    try:
+        report = trio.run(lambda: run_benchmark(cfg, spec, load=load, progress=Progress(cfg), log=log,
+                                                on_window=on_window))
+    finally:
+        if profiler is not None:
+            from kvstore.bench.profiling import summarize
+
+            for path in profiler.stop():
+                with open(path[:-4] + "-summary.txt", "w") as f:
+                    f.write(summarize(path) + "\n")
+                log(f"profile: {path} (summary: {path[:-4]}-summary.txt)")
+    for t in stat_threads:
+        t.join(timeout=10)
+    report["system"] = name
+    report["label"] = f"{name} {wl}"
+    if "start" in marks and "end" in marks:
+        (c0, t0), (c1, t1) = marks["start"], marks["end"]
+        cores = (c1 - c0) / max(1e-9, t1 - t0)
+        report["server_cpu_cores"] = round(cores, 2)
+        report["server_cpu_us_per_op"] = (round(cores * 1e6 / report["throughput_ops_s"])
+                                          if report["throughput_ops_s"] else None)
+    log(summary_text(report))
+    log(f"server CPU in the measured window (all its processes): "
+        f"{report.get('server_cpu_cores')} cores, {report.get('server_cpu_us_per_op')} µs per op")
+    node_stats = _stats_delta(marks.get("start-stats"), marks.get("end-stats"), cfg.duration_s)
+    if node_stats:
+        report["server_stats"] = node_stats
+        for addr, st in node_stats.items():
+            log(f"  {addr}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+    return report
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    return values[(len(values) - 1) // 2] if values else None
+
+
+def _combine(runs: list[dict]) -> dict:
+    """Several rounds of one store and workload -> one row: medians, and the ops/s range."""
+    if not any("report" in r for r in runs):
+        return runs[0]
+    reps = [r["report"] for r in runs if "report" in r]
+    ops = [rep["throughput_ops_s"] for rep in reps]
+    return {"system": runs[0]["system"], "workload": runs[0]["workload"], "rounds": len(reps),
+            "ops": _median(ops), "ops_min": min(ops), "ops_max": max(ops),
+            "p50": _median([rep["all"]["latency_ms"]["p50"] for rep in reps]),
+            "p99": _median([rep["all"]["latency_ms"]["p99"] for rep in reps]),
+            "errors": sum(rep["errors_total"] + (rep["schedule"]["missed"] or 0) for rep in reps),
+            "cpu_us": _median([rep.get("server_cpu_us_per_op") for rep in reps]),
+            "report": reps[0]}
+
+
 def markdown(results: list[dict], args, command: str) -> str:
-    by = {(r["system"], r["workload"]): r for r in results}
+    grouped: dict = {}
+    for r in results:
+        grouped.setdefault((r["system"], r["workload"]), []).append(r)
+    by = {key: _combine(runs) for key, runs in grouped.items()}
     systems_seen = list(dict.fromkeys(r["system"] for r in results))
     workloads = list(dict.fromkeys(r["workload"] for r in results))
+    rounds = max(r.get("round", 0) for r in results) + 1
     lines = [f"Command: `{command}`", "",
              f"{args.concurrency} clients, {args.value_size}-byte values, {args.records} records, "
              f"{'closed loop' if not args.rate else f'open loop at {args.rate:.0f} ops/s'}, "
              f"{args.duration:g} s measured after {args.warmup:g} s warm-up, reads {args.consistency}, "
              f"key choice {args.distribution or 'zipfian (workload default)'}. Server CPU: all of a store's "
              f"processes over the measured window, per completed op (2 cores on this machine, shared with "
-             f"the generator).", "",
+             f"the generator)." + (f" Each figure is the median of {rounds} rounds (stores started afresh each "
+             f"round, in alternating order); ops/s shows the range." if rounds > 1 else ""), "",
              "| workload | store | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | kvstore ops/s ÷ store's | kvstore p99 ÷ store's (< 1: kvstore lower) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"  # noqa: E731
     for wl in workloads:
-        base = by.get(("kvstore", wl), {}).get("report")
+        base = by.get(("kvstore", wl))
+        if base is not None and "ops" not in base:
+            base = None
         for s in systems_seen:
-            r = by.get((s, wl))
-            if r is None:
+            row = by.get((s, wl))
+            if row is None:
                 continue
-            if "report" not in r:
-                lines.append(f"| {wl} | {s} | n/a ({r['skipped']}) | | | | | | |")
+            if "ops" not in row:
+                lines.append(f"| {wl} | {s} | n/a ({row['skipped']}) | | | | | | |")
                 continue
-            rep = r["report"]
-            lat = rep["all"]["latency_ms"]
             ratio_ops = ratio_p99 = ""
-            if base is not None and s != "kvstore" and rep["throughput_ops_s"] and lat["p99"]:
-                ratio_ops = f"{base['throughput_ops_s'] / rep['throughput_ops_s']:.2f}×"
-                if base["all"]["latency_ms"]["p99"] is not None:
-                    ratio_p99 = f"{base['all']['latency_ms']['p99'] / lat['p99']:.2f}×"
-            fmt = lambda v: "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"  # noqa: E731
-            errs = rep["errors_total"] + (rep["schedule"]["missed"] or 0)
-            lines.append(f"| {wl} | {s} | {rep['throughput_ops_s']:.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | "
-                         f"{errs} | {rep.get('server_cpu_us_per_op') or '-'} | {ratio_ops} | {ratio_p99} |")
+            if base is not None and s != "kvstore" and row["ops"]:
+                ratio_ops = f"{base['ops'] / row['ops']:.2f}×"
+                if base["p99"] is not None and row["p99"]:
+                    ratio_p99 = f"{base['p99'] / row['p99']:.2f}×"
+            ops = f"{row['ops']:.0f}"
+            if row["rounds"] > 1:
+                ops += f" ({row['ops_min']:.0f}–{row['ops_max']:.0f})"
+            lines.append(f"| {wl} | {s} | {ops} | {fmt(row['p50'])} | {fmt(row['p99'])} | {row['errors']} | "
+                         f"{row['cpu_us'] or '-'} | {ratio_ops} | {ratio_p99} |")
     lines += ["", "| store | what an acknowledged write survives; reads |", "|---|---|"]
     for s in systems_seen:
         rep = next((r["report"] for r in results if r["system"] == s and "report" in r), None)
@@ -228,13 +262,16 @@ def plot(results: list[dict], path: str) -> None:
     runs = [r for r in results if "report" in r]
     workloads = list(dict.fromkeys(r["workload"] for r in runs))
     names = list(dict.fromkeys(r["system"] for r in runs))
-    by = {(r["system"], r["workload"]): r["report"] for r in runs}
+    grouped: dict = {}
+    for r in runs:
+        grouped.setdefault((r["system"], r["workload"]), []).append(r)
+    by = {key: _combine(rs) for key, rs in grouped.items()}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.8 / max(1, len(names))
     for i, s in enumerate(names):
         xs = [w + (i - (len(names) - 1) / 2) * width for w in range(len(workloads))]
-        ops = [by[(s, wl)]["throughput_ops_s"] if (s, wl) in by else 0 for wl in workloads]
-        p99 = [(by[(s, wl)]["all"]["latency_ms"]["p99"] or 0) if (s, wl) in by else 0 for wl in workloads]
+        ops = [by[(s, wl)]["ops"] if (s, wl) in by else 0 for wl in workloads]
+        p99 = [(by[(s, wl)]["p99"] or 0) if (s, wl) in by else 0 for wl in workloads]
         ax1.bar(xs, ops, width, label=s)
         ax2.bar(xs, p99, width, label=s)
     for ax, title in ((ax1, "throughput (ops/s, higher is better)"), (ax2, "p99 latency (ms, lower is better)")):
@@ -253,6 +290,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--workloads", default="W,B", help="comma-separated workload names (A,B,C,D,E,W)")
     p.add_argument("--kvstore-buckets", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=1, help="repeat everything; the table shows medians")
     p.add_argument("--kvstore-args", default="", help="extra `kvstore serve` arguments, e.g. --kvstore-args='--tick-ms 50'")
     p.add_argument("--connections", type=int, default=4, help="redis/pysyncobj pipelined connections")
     p.add_argument("--out-dir", default="bench-results", help="where compare.md/.png/.json go")
@@ -289,7 +327,7 @@ def main(argv: list[str]) -> int:
 
         plot(results, os.path.join(args.out_dir, "compare.png"))
         for wl in dict.fromkeys(r["workload"] for r in results):
-            reps = [r["report"] for r in results if r["workload"] == wl and "report" in r]
+            reps = [r["report"] for r in results if r["workload"] == wl and "report" in r and not r.get("round")]
             if reps:
                 plot_png(reps, os.path.join(args.out_dir, f"timeline-{wl}.png"), title=f"workload {wl} over time")
     print(md)

@@ -25,3 +25,30 @@ def test_markdown_table_has_ratios_and_durability():
     assert "| E | redis | n/a (no ordered range scan)" in md
     assert "| kvstore | majority fsync |" in md and "| etcd | wal fsync |" in md
     assert md.startswith("Command: `kvstore bench compare --workloads W`")
+
+
+def test_rounds_are_combined_into_medians_with_a_range():
+    results = [{"system": "kvstore", "workload": "W", "round": i, "report": _report("kvstore", ops, p99)}
+               for i, (ops, p99) in enumerate([(1000.0, 30.0), (3000.0, 10.0), (2000.0, 20.0)])]
+    results += [{"system": "etcd", "workload": "W", "round": i, "report": _report("etcd", 1000.0, 40.0)}
+                for i in range(3)]
+    args = argparse.Namespace(concurrency=64, value_size=100, records=1000, rate=0, duration=10, warmup=3,
+                              consistency="linearizable", distribution=None)
+    md = markdown(results, args, "x")
+    assert "median of 3 rounds" in md
+    row = next(line for line in md.splitlines() if line.startswith("| W | kvstore |"))
+    assert "| 2000 (1000–3000) |" in row and "| 20.0 |" in row
+    row = next(line for line in md.splitlines() if line.startswith("| W | etcd |"))
+    assert "2.00×" in row and "0.50×" in row
+
+
+def test_plot_from_rounds(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from kvstore.bench.compare import plot
+
+    results = [{"system": s, "workload": w, "round": i, "report": _report(s, 1000.0 * (i + 1), 20.0)}
+               for s in ("kvstore", "etcd") for w in ("W", "B") for i in range(2)]
+    plot(results, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
