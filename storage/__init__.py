@@ -15,6 +15,13 @@ group the apply state (applied index, last version) and the client-session table
     store.snapshot_chunks(group, bucket) / store.install_snapshot(group, bucket, meta, chunks)
     store.compact(group, index); store.remove_group(group, bucket)
     store.put_meta(name, value); store.get_meta(name)
+    store.gc_horizon(bucket); store.expire_sessions(group)
+
+Reads `as_of` a time older than the bucket's GC horizon raise `HistoryCompacted`.
+`storage.raft_adapter.LmdbRaftStorage` gives one group MemoryStorage's write methods (for the
+Raft simulator and the conformance tests). Module map: store.py (NodeStore, transactions),
+group.py (raft Storage view), mvcc.py (apply, scan, GC), snapshot.py (streaming), keys.py
+(data key layout), codec.py (every encoding), commands.py (commands, batches, results).
 
 Threading: writes (persist, apply, gc, compact, install_snapshot, remove_group, put_meta) may be
 called from any thread, one at a time (the node uses ONE worker thread); each is one complete
