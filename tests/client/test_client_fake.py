@@ -766,3 +766,28 @@ def test_a_silent_leader_is_not_retried_while_others_still_point_at_it(fake):
             assert [n for n, _ in fake.ops("put")].count(0) == 1  # the paused node: once
 
     run(main)
+
+
+def test_a_slow_replica_does_not_hold_up_follower_reads(fake):
+    def script(node, op, args):
+        if op == "get" and node == 1 and args["consistency"] == "follower":
+            return Delay(3.0)  # e.g. cut off from its leader, waiting for a read index
+        return None
+
+    async def main():
+        async with aclient(fake, timeout=2.0, attempt_timeout=0.2) as c:
+            await c.put(b"k", b"v")
+            fake.script = script
+            async with trio.open_nursery() as nursery:
+                async def keep_alive():  # node 1 keeps answering other requests
+                    while True:
+                        await c.status(fake.addrs[1])
+                        await trio.sleep(0.02)
+
+                nursery.start_soon(keep_alive)
+                for _ in range(8):
+                    assert await c.get(b"k", consistency="follower") == b"v"
+                nursery.cancel_scope.cancel()
+            assert any(n == 1 for n, a in fake.ops("get") if a["consistency"] == "follower")
+
+    run(main)
