@@ -159,6 +159,15 @@ class AsyncClient:
 
     Every method takes `timeout=` (seconds, the whole operation's deadline including retries);
     the default is the constructor's `timeout`.
+
+    addrs            seed nodes, ["host:port", ...] or "host:port,host:port"; the rest of the
+                     cluster is learned from the bucket map
+    attempt_timeout  how long one attempt waits for its reply (default: a third of the time
+                     left, at least 0.5 s)
+    max_inflight     requests in flight per connection (back-pressure beyond that)
+    scan_page        items asked per scan request (halved automatically if refused)
+    backoff_base, backoff_cap   exponential backoff between retries, seconds (with jitter)
+    rng              a random.Random for jitter, replica choice and session ids (tests)
     """
 
     def __init__(
