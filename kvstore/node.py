@@ -86,7 +86,8 @@ LEADER_GOSSIP_TICKS = 10  # tell peers which buckets we lead every this many tic
 LEADER_HINT_TTL_S = 5.0
 # TESTING ONLY - deliberately injected bugs that the jepsen-style suite must catch; never set in
 # production. "stale-follower-read": follower reads skip ReadIndex; "ack-before-commit": puts
-# are acknowledged as soon as they are proposed.
+# are acknowledged as soon as they are proposed; "no-session-dedup": retried writes are applied
+# again (writes carry no session).
 _INJECTED_BUG = os.environ.get("KVSTORE_BUG", "")
 
 
@@ -356,12 +357,13 @@ class Node:
             self._error(conn, req.rid, Status.NOT_LEADER, "not the leader", g)
             return
         ts = self.hlc.now()
+        session = None if _INJECTED_BUG == "no-session-dedup" else req.session  # INJECTED BUG hook
         if op == "put":
-            cmd = Put(req.key, req.value, ts, req.session, req.seq)
+            cmd = Put(req.key, req.value, ts, session, req.seq)
         elif op == "delete":
-            cmd = Delete(req.key, ts, req.session, req.seq)
+            cmd = Delete(req.key, ts, session, req.seq)
         else:
-            cmd = Cas(req.key, req.expected, req.value, ts, req.session, req.seq)
+            cmd = Cas(req.key, req.expected, req.value, ts, session, req.seq)
         w = Waiter(conn, req.rid, op, deadline)
         g.proposals.append((cmd, w))
         self._deadlines.append((deadline, w))
