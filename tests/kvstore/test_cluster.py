@@ -216,9 +216,12 @@ def test_sigterm_is_graceful_and_data_survives_a_full_restart(make_cluster):
             cl.put(f"r{i}", f"{i}")
     for i in c.ids:
         assert c.terminate(i) == 0
+    c.buckets = 16  # a bootstrap flag that disagrees with the data directories: ignored
     for i in c.ids:
         c.spawn(i)
     c.wait_writable(30)
     with Client(c.addrs, timeout=10) as cl:
         for i in range(20):
             assert cl.get(f"r{i}") == f"{i}".encode()
+        assert cl.bucket_map(refresh=True)["num_buckets"] == 4
+    assert "disagrees" in open(c.log_path(1)).read()
