@@ -119,7 +119,9 @@ def compare_commits(store: NodeStore, env, db, batch: int, seconds: float) -> di
             "cpu_ratio": (ours.cpu / ours.calls) / (raw.cpu / raw.calls)}
 
 
-def bench_apply(store: NodeStore, seconds: float, keys: int) -> dict:
+def bench_apply(store: NodeStore, env, db, seconds: float, keys: int) -> dict:
+    """Durable apply of 128 random-key puts per transaction, alternating with raw LMDB
+    durable commits of 128 random-key puts of the same size."""
     applied = {g: store.applied_index(g) for g in range(1, GROUPS + 1)}
     rng = random.Random(1)
     value = os.urandom(PAYLOAD)
@@ -132,8 +134,23 @@ def bench_apply(store: NodeStore, seconds: float, keys: int) -> dict:
             batch.append(GroupApply(g, g, applied[g], cmds))
         return batch
 
-    n, dt = timed(store.apply, seconds, prepare)
-    return {"commits_per_s": n / dt, "commands_per_s": n * 128 / dt}
+    def raw_prepare():
+        return [(struct.pack(">I", rng.randrange(2)) + b"user%08d\x00\x01" % rng.randrange(keys)
+                 + os.urandom(8), b"\x01" + value) for _ in range(128)]
+
+    def raw_one(puts):
+        with env.begin(write=True, db=db) as txn:
+            for k, v in puts:
+                txn.put(k, v)
+
+    ours, raw = Meter(store.apply, prepare), Meter(raw_one, raw_prepare)
+    for _ in range(10):
+        ours.run(seconds / 10)
+        raw.run(seconds / 10)
+    return {"commits_per_s": ours.calls / ours.wall, "commands_per_s": ours.calls * 128 / ours.wall,
+            "cpu_us_per_commit": ours.cpu / ours.calls * 1e6,
+            "raw_commits_per_s": raw.calls / raw.wall,
+            "raw_cpu_us_per_commit": raw.cpu / raw.calls * 1e6}
 
 
 def fill_bucket(store: NodeStore, keys: int, versions: int) -> None:
@@ -146,7 +163,9 @@ def fill_bucket(store: NodeStore, keys: int, versions: int) -> None:
             store.apply([GroupApply(999, 999, idx, cmds)])
 
 
-def bench_reads(store: NodeStore, keys: int, seconds: float) -> dict:
+def bench_reads(store: NodeStore, env, db, keys: int, seconds: float) -> dict:
+    """Point reads and full scans, ours and raw (one read transaction per get, a C cursor over
+    the latest values for the scan), in alternating slices."""
     rng = random.Random(2)
     ks = [b"user%08d" % rng.randrange(keys) for _ in range(4096)]
     pos = [0]
@@ -155,8 +174,12 @@ def bench_reads(store: NodeStore, keys: int, seconds: float) -> dict:
         store.get(999, ks[pos[0] & 4095])
         pos[0] += 1
 
-    n, dt = timed(get, seconds)
-    rows = [0]
+    def raw_get():
+        with env.begin(db=db) as txn:
+            txn.get(ks[pos[0] & 4095])
+        pos[0] += 1
+
+    rows = [0, 0]
 
     def scan():
         after = None
@@ -167,30 +190,18 @@ def bench_reads(store: NodeStore, keys: int, seconds: float) -> dict:
                 return
             after = items[-1][0]
 
-    m, dt2 = timed(scan, seconds)
-    return {"gets_per_s": n / dt, "scan_rows_per_s": rows[0] / dt2}
-
-
-def bench_raw_reads(env, db, keys: int, seconds: float) -> dict:
-    rng = random.Random(2)
-    ks = [b"user%08d" % rng.randrange(keys) for _ in range(4096)]
-    pos = [0]
-
-    def get():  # one short read transaction per get, as the store does
-        with env.begin(db=db) as txn:
-            txn.get(ks[pos[0] & 4095])
-        pos[0] += 1
-
-    n, dt = timed(get, seconds)
-    rows = [0]
-
-    def scan():
+    def raw_scan():
         with env.begin(db=db) as txn:
             for _ in txn.cursor():
-                rows[0] += 1
+                rows[1] += 1
 
-    m, dt2 = timed(scan, seconds)
-    return {"gets_per_s": n / dt, "scan_rows_per_s": rows[0] / dt2}
+    meters = [Meter(f) for f in (get, raw_get, scan, raw_scan)]
+    for _ in range(10):
+        for m in meters:
+            m.run(seconds / 10)
+    g, rg, sc, rsc = meters
+    return {"gets_per_s": g.calls / g.wall, "raw_gets_per_s": rg.calls / rg.wall,
+            "scan_rows_per_s": rows[0] / sc.wall, "raw_scan_rows_per_s": rows[1] / rsc.wall}
 
 
 def bench_raw_put(env, db, seconds: float) -> float:
@@ -220,16 +231,16 @@ def main() -> None:
         store = NodeStore.open(os.path.join(root, "store"), map_size=1 << 30)
         env = lmdb.open(os.path.join(root, "raw"), map_size=1 << 30, max_dbs=4)
         raw_log, raw_data = env.open_db(b"log"), env.open_db(b"data")
+        raw_mvcc = env.open_db(b"mvcc")
         for batch in (1, 16, 128):
             out[f"commit_{batch}"] = compare_commits(store, env, raw_log, batch, 2 * args.seconds)
-        out["apply_128"] = bench_apply(store, args.seconds, args.keys)
+        out["apply_128"] = bench_apply(store, env, raw_mvcc, 2 * args.seconds, args.keys)
         fill_bucket(store, args.keys, 3)
         with env.begin(write=True, db=raw_data) as txn:
             v = os.urandom(PAYLOAD)
             for k in range(args.keys):
                 txn.put(b"user%08d" % k, v)
-        out["reads"] = bench_reads(store, args.keys, args.seconds)
-        out["raw_reads"] = bench_raw_reads(env, raw_data, args.keys, args.seconds)
+        out["reads"] = bench_reads(store, env, raw_data, args.keys, 2 * args.seconds)
         out["raw_bare_puts_per_s"] = bench_raw_put(env, raw_log, args.seconds)
         store.close()
         env.close()
@@ -249,13 +260,15 @@ def main() -> None:
               f"{o['cpu_us_per_commit']:>13.0f} {r['cpu_us_per_commit']:>7.0f} "
               f"{c['cpu_ratio']:>5.2f}")
     a = out["apply_128"]
-    print(f"apply, 128 puts per commit: {a['commits_per_s']:.0f} commits/s, "
-          f"{a['commands_per_s']:.0f} commands/s")
-    r, rr = out["reads"], out["raw_reads"]
+    print(f"apply, 128 random-key puts per commit: {a['commits_per_s']:.0f} commits/s, "
+          f"{a['commands_per_s']:.0f} commands/s, {a['cpu_us_per_commit']:.0f} us CPU/commit "
+          f"(raw LMDB, same puts: {a['raw_commits_per_s']:.0f} commits/s, "
+          f"{a['raw_cpu_us_per_commit']:.0f} us CPU/commit)")
+    r = out["reads"]
     print(f"MVCC point reads: {r['gets_per_s']:.0f}/s (raw get, own read txn: "
-          f"{rr['gets_per_s']:.0f}/s, ratio {r['gets_per_s'] / rr['gets_per_s']:.2f})")
+          f"{r['raw_gets_per_s']:.0f}/s, ratio {r['gets_per_s'] / r['raw_gets_per_s']:.2f})")
     print(f"MVCC scan: {r['scan_rows_per_s']:.0f} rows/s over {args.keys} keys x 3 versions "
-          f"(raw cursor over {args.keys} keys: {rr['scan_rows_per_s']:.0f} rows/s)")
+          f"(raw cursor over {args.keys} keys: {r['raw_scan_rows_per_s']:.0f} rows/s)")
     print(f"raw bare put inside one txn: {out['raw_bare_puts_per_s']:.0f}/s")
 
 
