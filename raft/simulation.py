@@ -128,7 +128,9 @@ class FaultRates:
     crash_mid_ready: float = 0.5  # share of crashes that interrupt a Ready half-way
     crash_at_sync: float = 0.0  # a Ready that must be made durable is interrupted by a crash
     restart_ticks: tuple[int, int] = (1, 30)  # a crashed node restarts after this many ticks
-    leader_focus: float = 0.5  # share of crashes and partitions aimed at a leader
+    leader_focus: float = 0.5  # share of crashes, pauses and partitions aimed at a leader
+    pause: float = 0.0  # a node stops (no ticks, no messages) as if SIGSTOPped, then resumes
+    pause_ticks: tuple[int, int] = (5, 40)
     propose: float = 0.3
     read: float = 0.1
     conf_change: float = 0.0
@@ -157,6 +159,8 @@ class FaultRates:
             crash_at_sync=some([0.002, 0.01, 0.03]),
             restart_ticks=rng.choice([(0, 3), (1, 30), (10, 100)]),
             leader_focus=rng.choice([0.0, 0.5, 0.9]),
+            pause=some([0.005, 0.02, 0.05]),
+            pause_ticks=rng.choice([(1, 10), (5, 40)]),
             propose=rng.choice([0.1, 0.3, 0.8]),
             read=rng.choice([0.0, 0.1, 0.4]),
             conf_change=some([0.005, 0.02, 0.05]),
@@ -283,14 +287,23 @@ class Network:
             self.in_flight.append(InFlight(now + delay, self._seq, msg))
         return True
 
-    def take_due(self, now: int) -> list[Message]:
-        """Remove and return the messages due by `now`, in delivery order."""
-        due = [f for f in self.in_flight if f.deliver_at <= now]
+    def take_due(self, now: int, held: frozenset[int] = frozenset()) -> list[Message]:
+        """Remove and return the messages due by `now`, in delivery order; those to `held`
+        nodes (paused) stay queued."""
+        due = [f for f in self.in_flight if f.deliver_at <= now and f.msg.to not in held]
         if not due:
             return []
-        self.in_flight = [f for f in self.in_flight if f.deliver_at > now]
+        self.in_flight = [f for f in self.in_flight
+                          if f.deliver_at > now or f.msg.to in held]
         due.sort(key=lambda f: (f.deliver_at, f.seq))
         return [f.msg for f in due]
+
+    def retime(self, node_id: int, now: int) -> None:
+        """A resumed node reads its backlog in some order, maybe after serving clients."""
+        span = self.rates.delay_max_ticks + 1
+        for f in self.in_flight:
+            if f.msg.to == node_id and f.deliver_at <= now:
+                f.deliver_at = now + self.rng.randint(1, span)
 
     def take(self, i: int) -> Message:
         return self.in_flight.pop(i).msg
@@ -336,6 +349,7 @@ class SimNode:
     ready_to_serve: list[tuple[int, bytes]] = field(default_factory=list)  # (index, ctx)
     removed: bool = False
     restart_at: int = 0  # while crashed: when the fault schedule restarts it
+    paused_until: int = 0  # paused (no ticks, no messages, no clients) until this tick
 
     @property
     def alive(self) -> bool:
@@ -669,12 +683,33 @@ class Cluster:
     def live(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.raw is not None]
 
+    def active(self) -> list[SimNode]:
+        """Live and not paused."""
+        return [n for n in self.nodes.values() if n.raw is not None and n.paused_until <= self.now]
+
+    def held(self) -> frozenset[int]:
+        return frozenset(n.id for n in self.nodes.values() if n.paused_until > self.now)
+
+    def pause(self, node: SimNode, ticks: int) -> None:
+        if node.raw is None or ticks <= 0:
+            return
+        node.paused_until = max(node.paused_until, self.now + ticks)
+        self.stats["pauses"] += 1
+        self.log(f"n{node.id} PAUSE until t={node.paused_until}")
+
+    def resume_due(self) -> None:
+        for n in self.nodes.values():
+            if n.paused_until and n.paused_until <= self.now:
+                n.paused_until = 0
+                self.log(f"n{n.id} resumes")
+                self.net.retime(n.id, self.now)
+
     def members(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.conf.voters) | set(self.conf.learners)))
 
     def leaders(self) -> list[SimNode]:
         out = []
-        for n in self.live():
+        for n in self.active():
             role, _ = _role_term(n.raw)
             if role == Role.LEADER:
                 out.append(n)
@@ -688,7 +723,7 @@ class Cluster:
     def leader(self) -> SimNode | None:
         """The live leader with the highest term, if any."""
         best, best_term = None, -1
-        for n in self.live():
+        for n in self.active():
             role, term = _role_term(n.raw)
             if role == Role.LEADER and term > best_term:
                 best, best_term = n, term
@@ -1135,17 +1170,24 @@ def fault_step(c: Cluster) -> None:
     the per-seed rates, then every pending Ready is handled and the invariants checked."""
     r, rng = c.rates, c.rng
     c.now += 1
-    for node in c.live():
+    c.resume_due()
+    for node in c.active():
         if r.skip_tick and rng.random() < r.skip_tick:
             continue
         c.tick(node)
-    for msg in c.net.take_due(c.now):
+    for msg in c.net.take_due(c.now, c.held()):
         c.deliver(msg, handle_ready=not (r.defer_ready and rng.random() < r.defer_ready))
     # Faults strike while some Readies may still be pending (ticks, deferred deliveries).
     if r.partition and rng.random() < r.partition:
         c.partition_random(c.some_leader() if rng.random() < r.leader_focus else None)
     if c.net.cut and rng.random() < r.heal:
         c.heal_network()
+    if r.pause and rng.random() < r.pause:
+        active = c.active()
+        leader = c.some_leader() if rng.random() < r.leader_focus else None
+        if active:
+            c.pause(leader if leader is not None else rng.choice(active),
+                    rng.randint(*r.pause_ticks))
     if r.crash and rng.random() < r.crash:
         live = c.live()
         leader = c.some_leader() if rng.random() < r.leader_focus else None
@@ -1156,11 +1198,11 @@ def fault_step(c: Cluster) -> None:
     for node in list(c.nodes.values()):
         if node.raw is None and not node.removed and c.now >= node.restart_at:
             c.restart(node)
-    live = c.live()
+    live = c.active()
     if live and rng.random() < r.propose:
         leader = c.some_leader()
         c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live))
-    live = c.live()
+    live = c.active()
     if live and r.read and rng.random() < r.read:
         leader = c.some_leader()
         c.read(leader if leader is not None and rng.random() < 0.5 else rng.choice(live))
@@ -1176,7 +1218,7 @@ def fault_step(c: Cluster) -> None:
             if targets:
                 c.transfer(leader, rng.choice(targets))
     if r.compact and rng.random() < r.compact:
-        live = c.live()
+        live = c.active()
         if live:
             c.compact(rng.choice(live))
     c.drain_all()
@@ -1200,6 +1242,10 @@ def heal(c: Cluster) -> None:
     c.heal_network()
     c.net.lossless = True
     c.faulty = False
+    for node in c.nodes.values():
+        if node.paused_until > c.now:
+            node.paused_until = c.now
+    c.resume_due()
     for node in list(c.nodes.values()):
         if node.raw is None and not node.removed:
             c.restart(node)
