@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from raft import (
@@ -206,3 +208,53 @@ def test_unreachable_peer_falls_back_to_probing():
     net.propose(1, b"b")
     assert net.applied[2] == [b"a", b"b"]
     assert net.nodes[1].status().progress[2].state == ProgressState.REPLICATE
+
+
+def test_committed_entries_are_handed_out_in_bounded_readies():
+    node, storage = single_node()
+    node.raft.cfg.max_committed_size_per_ready = 100
+    node.campaign()
+    drain(node, storage)
+    for _ in range(10):
+        node.propose(b"x" * 40)  # 56 bytes each with the overhead: one per Ready
+    sizes = []
+    for _ in range(30):
+        if not node.has_ready():
+            break
+        rd = node.ready()
+        storage.persist_ready(rd)
+        if rd.committed_entries:
+            sizes.append(len(rd.committed_entries))
+        node.advance(rd)
+    assert sum(sizes) == 10 and max(sizes) == 1
+
+
+def test_snapshot_temporarily_unavailable_is_retried_later():
+    from raft import SnapshotTemporarilyUnavailable
+
+    class FlakyStorage(MemoryStorage):
+        __slots__ = ("failures",)
+
+        def snapshot(self):
+            if self.failures:
+                self.failures -= 1
+                raise SnapshotTemporarilyUnavailable("being written")
+            return super().snapshot()
+
+    net = Network()
+    flaky = FlakyStorage()
+    flaky.failures = 0
+    flaky.bootstrap(net.conf)
+    net.storages[1] = flaky
+    net.nodes[1] = RawNode(Config(1), flaky)
+    net.elect(1)
+    net.crash(3)
+    net.propose(1, b"a")
+    flaky.create_snapshot(net.applied_index[1], flaky.conf_state, pickle.dumps(net.applied[1]))
+    flaky.compact(net.applied_index[1])
+    flaky.failures = 2
+    net.restart(3)
+    net.tick(times=6)
+    assert flaky.failures == 0
+    assert net.storages[3].snapshot().metadata.index == net.applied_index[1]
+    assert net.applied[3] == [b"a"]
