@@ -42,6 +42,7 @@ import os
 import resource
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -67,6 +68,8 @@ DEFAULT_MAP_SIZE = 1 << 30
 _U64 = struct.Struct(">Q")
 _LOG_KEY = struct.Struct(">QQ")
 _BUCKET = struct.Struct(">I")
+_NEWEST = b"\x00" * 8  # the inverted version of the newest possible version
+_VERSION_BASE = keys.MAX_VERSION
 _HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
@@ -144,9 +147,11 @@ class NodeStore:
         self._epochs: dict[int, int] = {}  # bucket -> bumped when its data is replaced/removed
         self._horizons: dict[int, int] = {}  # bucket -> GC horizon, all loaded at open
         # Read gate: set_mapsize needs no live transaction in this process.
-        self._gate = threading.Condition(threading.Lock())
+        self._gate = threading.Lock()  # guards _readers and _resizing (held only briefly)
         self._readers = 0
         self._resizing = False
+        self._resized = threading.Event()  # set whenever no resize is in progress
+        self._resized.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -187,13 +192,12 @@ class NodeStore:
         with self._write_lock:
             if self._env is None:
                 return
-            with self._gate:
-                self._resizing = True
-                self._wait_no_readers()
+            self._exclude_readers()
+            try:
                 self._env.close()
                 self._env = None
-                self._resizing = False
-                self._gate.notify_all()
+            finally:
+                self._admit_readers()
             os.close(self._lock_fd)
 
     @property
@@ -210,42 +214,59 @@ class NodeStore:
 
     def _begin_read(self):
         with self._gate:
-            while self._resizing:
-                self._gate.wait(1.0)
-            if self._env is None:
-                raise StoreClosed("the store is closed")
-            self._readers += 1
+            admitted = not self._resizing
+            if admitted:
+                self._readers += 1
+        if not admitted:
+            self._wait_admitted()
+        env = self._env
         try:
-            return self._env.begin(buffers=False)
+            if env is None:
+                raise StoreClosed("the store is closed")
+            return env.begin(buffers=False)
         except BaseException:
             self._end_read(None)
             raise
+
+    def _wait_admitted(self) -> None:
+        for _ in range(600):
+            self._resized.wait(0.1)
+            with self._gate:
+                if not self._resizing:
+                    self._readers += 1
+                    return
+        raise StorageError("the map resize did not finish")
 
     def _end_read(self, txn) -> None:
         if txn is not None:
             txn.abort()
         with self._gate:
             self._readers -= 1
-            if self._readers == 0 and self._resizing:
-                self._gate.notify_all()
 
-    def _wait_no_readers(self) -> None:
-        for _ in range(600):  # readers are short; a minute is a hang, not a wait
-            if self._readers == 0:
-                return
-            self._gate.wait(0.1)
-        raise StorageError("read transactions did not finish; cannot resize the map")
-
-    def _grow(self) -> None:
+    def _exclude_readers(self) -> None:
+        """Stop new read transactions and wait for running ones (they are short)."""
         with self._gate:
             self._resizing = True
-            try:
-                self._wait_no_readers()
-                new = self._env.info()["map_size"] * 2
-                self._env.set_mapsize(new)
-            finally:
-                self._resizing = False
-                self._gate.notify_all()
+            self._resized.clear()
+        for _ in range(60_000):  # a minute: a reader stuck that long is a bug
+            with self._gate:
+                if self._readers == 0:
+                    return
+            time.sleep(0.001)
+        self._admit_readers()
+        raise StorageError("read transactions did not finish; cannot resize the map")
+
+    def _admit_readers(self) -> None:
+        with self._gate:
+            self._resizing = False
+            self._resized.set()
+
+    def _grow(self) -> None:
+        self._exclude_readers()
+        try:
+            self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        finally:
+            self._admit_readers()
 
     def _write(self, fn):
         """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish."""
@@ -680,25 +701,29 @@ class NodeStore:
         latest), or None if there is none or it is a tombstone."""
         if type(key) is not bytes or len(key) > MAX_KEY_BYTES:
             codec.check_key(key)  # raises the precise error
+        stem = keys.key_stem(bucket, key)
         if as_of is None:
-            as_of = keys.MAX_VERSION
+            target = stem + _NEWEST
         else:
             as_of = _check_ts(as_of, "as_of")
             if as_of < 0:
                 return None  # nothing existed before time 0, GC or not
             self._check_horizon(bucket, as_of)
-        stem = keys.key_stem(bucket, key)
+            target = stem + keys.inv(as_of)
         txn = self._begin_read()
         try:
             cur = txn.cursor(self._db_data)
-            if not cur.set_range(stem + keys.inv(as_of)):
+            if not cur.set_range(target):
                 return None
             k = cur.key()
-            if len(k) != len(stem) + 8 or not k.startswith(stem):
+            if len(k) != len(target) or not k.startswith(stem):
                 return None
             raw = cur.value()
         finally:
             self._end_read(txn)
+        tag = raw[0]
+        if tag == keys.VALUE:  # the common case, inline
+            return raw[1:], _VERSION_BASE - _U64.unpack_from(k, len(stem))[0]
         if keys.is_tombstone(raw):
             return None
         return keys.decode_value(raw), keys.version_of(k)
