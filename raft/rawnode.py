@@ -105,6 +105,9 @@ class Status:
     lead_transferee: int = NONE
     conf_state: ConfState = field(default_factory=ConfState)
     last_index: int = 0
+    # On the leader: index of the last membership change (or of its first entry); another
+    # change is accepted once `applied` reaches it.
+    pending_conf_index: int = 0
     # Filled on the leader only: each member's replication progress (including its own).
     progress: dict[int, PeerStatus] = field(default_factory=dict)
 
@@ -300,7 +303,8 @@ class RawNode:
         return Status(id=r.id, term=r.term, vote=r.vote, commit=r.log.committed,
                       applied=r.log.applied, role=r.role, leader=r.lead,
                       lead_transferee=r.lead_transferee, conf_state=r.conf,
-                      last_index=r.log.last_index(), progress=progress)
+                      last_index=r.log.last_index(), pending_conf_index=r.pending_conf_index,
+                      progress=progress)
 
     @property
     def id(self) -> int:
