@@ -23,7 +23,12 @@ Rules this module obeys (Raft paper §5, dissertation §3, §4, §6, §9):
   leader by a heartbeat round acknowledged by a quorum; until an entry of its term is
   committed it queues reads. Followers forward READ_INDEX to the leader.
 - Membership: single-server changes, at most one unapplied, none before the leader's first
-  entry commits (see confchange.py); they take effect when the driver applies them.
+  entry commits, never the leader's own removal (see confchange.py); they take effect when
+  the driver applies them. A leader that applies its own removal hands leadership to the
+  most up-to-date voter (TIMEOUT_NOW) and then steps down.
+- Leader transfer (§3.10): the leader stops taking proposals, brings the target up to date,
+  sends TIMEOUT_NOW; the target campaigns at once, its VOTEs marked CAMPAIGN_TRANSFER so that
+  followers in a lease answer them. The leader gives up after an election timeout.
 """
 
 from __future__ import annotations
