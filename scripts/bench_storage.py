@@ -201,6 +201,7 @@ def bench_reads(store: NodeStore, env, db, keys: int, seconds: float) -> dict:
             m.run(seconds / 10)
     g, rg, sc, rsc = meters
     return {"gets_per_s": g.calls / g.wall, "raw_gets_per_s": rg.calls / rg.wall,
+            "get_cpu_us": g.cpu / g.calls * 1e6, "raw_get_cpu_us": rg.cpu / rg.calls * 1e6,
             "scan_rows_per_s": rows[0] / sc.wall, "raw_scan_rows_per_s": rows[1] / rsc.wall}
 
 
@@ -266,7 +267,8 @@ def main() -> None:
           f"{a['raw_cpu_us_per_commit']:.0f} us CPU/commit)")
     r = out["reads"]
     print(f"MVCC point reads: {r['gets_per_s']:.0f}/s (raw get, own read txn: "
-          f"{r['raw_gets_per_s']:.0f}/s, ratio {r['gets_per_s'] / r['raw_gets_per_s']:.2f})")
+          f"{r['raw_gets_per_s']:.0f}/s, ratio {r['gets_per_s'] / r['raw_gets_per_s']:.2f}); "
+          f"CPU per get {r['get_cpu_us']:.1f} us (raw {r['raw_get_cpu_us']:.1f} us)")
     print(f"MVCC scan: {r['scan_rows_per_s']:.0f} rows/s over {args.keys} keys x 3 versions "
           f"(raw cursor over {args.keys} keys: {r['raw_scan_rows_per_s']:.0f} rows/s)")
     print(f"raw bare put inside one txn: {out['raw_bare_puts_per_s']:.0f}/s")
