@@ -40,6 +40,8 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-thread", action="store_true",
                    help="run storage writes in a worker thread instead of on the event loop's "
                         "thread (overlaps fsync with networking; costs a GIL hand-off per turn)")
+    p.add_argument("--switch-interval-ms", type=float, default=0.5,
+                   help="sys.setswitchinterval for --storage-thread (GIL hand-back latency)")
     p.add_argument("--log-level", default="info")
 
 
@@ -131,7 +133,7 @@ def _serve(args) -> int:
         replication=args.replication, tick_ms=args.tick_ms, election_ticks=args.election_ticks,
         heartbeat_ticks=args.heartbeat_ticks, compact_threshold=args.compact_threshold,
         request_timeout_s=args.request_timeout, fsync=not args.no_fsync,
-        storage_thread=args.storage_thread)
+        storage_thread=args.storage_thread, switch_interval_s=args.switch_interval_ms / 1000)
 
     async def run():
         async with trio.open_nursery() as nursery:
@@ -159,6 +161,7 @@ def _serve_argv(i: int, spec: str, data_dir: str, args) -> list[str]:
         argv.append("--no-fsync")
     if args.storage_thread:
         argv.append("--storage-thread")
+    argv += ["--switch-interval-ms", str(args.switch_interval_ms)]
     return argv
 
 

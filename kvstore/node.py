@@ -74,6 +74,7 @@ from .protocol import Invalid, Request, parse_request
 from .server import ClientConn, Server
 from .snapshots import SnapshotTransfer
 from .transport import Transport
+from .writer_thread import WriterThread
 
 log = logging.getLogger("kvstore.node")
 
@@ -176,6 +177,7 @@ class Node:
         self._again = False
         self._lazy_groups: set = set()
         self._write_queue: list = []
+        self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
         self._writer_idle = trio.Event()
         self._campaign_at_tick = None
@@ -270,6 +272,8 @@ class Node:
             self._stopping = True
 
     def close(self) -> None:
+        if self._writer_thread is not None:
+            self._writer_thread.close()
         if self.store is not None:
             lazy = [GroupWrite(g.gid, hard_state=g.lazy_hs) for g in self._lazy_groups
                     if g.lazy_hs is not None]
@@ -710,7 +714,9 @@ class Node:
         if writes:
             self.stats["persists"] += 1
         if self.cfg.storage_thread:
-            results = await trio.to_thread.run_sync(
+            if self._writer_thread is None:
+                self._writer_thread = WriterThread()
+            results = await self._writer_thread.call(
                 self._storage_work, writes, persisted_msgs, gapplies, compacts)
         else:
             results = await self._storage_inline(writes, persisted_msgs, gapplies, compacts)
