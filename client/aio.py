@@ -407,11 +407,11 @@ class AsyncClient:
         timeout = self._timeout if timeout is None else self._check_timeout(timeout)
         return trio.current_time() + timeout
 
-    def _attempt_window(self, deadline: float) -> float:
+    def _attempt_window(self, deadline: float, now: float) -> float:
         """How long one attempt may wait for its reply."""
         if self._attempt_timeout is not None:
             return self._attempt_timeout
-        return max(0.5, (deadline - trio.current_time()) / 3)
+        return max(0.5, (deadline - now) / 3)
 
     async def _write(self, op: str, key: bytes, args: dict, timeout, size: int) -> Any:
         deadline = self._deadline(timeout)
@@ -445,29 +445,38 @@ class AsyncClient:
         # A retry is started only while this much time is left, so that the last attempt can
         # still be answered: an attempt cut off by the deadline makes a write's outcome
         # unknown, even when every earlier attempt was refused.
-        reserve = (deadline - trio.current_time()) * RETRY_RESERVE_FRACTION
-        while trio.current_time() < deadline:
-            if state.attempts and deadline - trio.current_time() < reserve:
+        now = trio.current_time()
+        reserve = (deadline - now) * RETRY_RESERVE_FRACTION
+        first = True
+        while True:
+            if not first:
+                now = trio.current_time()
+            if now >= deadline or (not first and deadline - now < reserve):
                 break
-            bmap = self._map or await self._current_map(deadline, state)
+            first = False
+            bmap = self._map
             if bmap is None:
-                break
+                bmap = await self._current_map(deadline, state)
+                if bmap is None:
+                    break
+                now = trio.current_time()
             b = bmap.bucket_of(key) if key is not None else bucket
-            replicas = bmap.replica_addrs(b) if b is not None and b < bmap.num_buckets else []
             args["bucket"] = b
             addr = None if follower else bmap.leader_addr(b)
             suspects = self._suspects
-            if suspects:
-                now = trio.current_time()
-                if addr is not None and suspects.get(addr, -math.inf) > now:
-                    if any(suspects.get(r, -math.inf) <= now for r in replicas if r != addr):
-                        addr = None  # the leader looks down: ask the others, they may know more
-                healthy = [r for r in replicas if suspects.get(r, -math.inf) <= now]
-                replicas = healthy or replicas
-            if addr is None and replicas:
-                if start < 0:
-                    start = self._rng.randrange(1 << 30)
-                addr = replicas[(start + rotate) % len(replicas)]
+            if addr is None or suspects:  # choose among the replicas
+                replicas = bmap.replica_addrs(b) if b is not None and b < bmap.num_buckets else []
+                if suspects:
+                    now = trio.current_time()
+                    if addr is not None and suspects.get(addr, -math.inf) > now:
+                        if any(suspects.get(r, -math.inf) <= now for r in replicas if r != addr):
+                            addr = None  # the leader looks down: ask the others, they know more
+                    healthy = [r for r in replicas if suspects.get(r, -math.inf) <= now]
+                    replicas = healthy or replicas
+                if addr is None and replicas:
+                    if start < 0:
+                        start = self._rng.randrange(1 << 30)
+                    addr = replicas[(start + rotate) % len(replicas)]
             if addr is None:
                 state.last = f"bucket {b} has no replica with a known address"
                 await self._refresh(deadline, None)
@@ -476,7 +485,7 @@ class AsyncClient:
             if state.attempts:
                 self.retries += 1
             state.attempts += 1
-            window = min(deadline, trio.current_time() + self._attempt_window(deadline))
+            window = min(deadline, now + self._attempt_window(deadline, now))
             kind, status, payload = await self._attempt(addr, op, args, window, size)
 
             if kind != _REPLY:
@@ -491,6 +500,8 @@ class AsyncClient:
                 await backoff.sleep(deadline)
                 continue
             if status == Status.OK:
+                if not follower and bmap.leader_addr(b) != addr:
+                    bmap.note_leader(b, bmap.node_id_of(addr), addr)  # it answered as leader
                 return payload
             reason = payload.get("reason") if isinstance(payload, dict) else None
             payload = payload if isinstance(payload, dict) else {}
@@ -653,7 +664,8 @@ class AsyncClient:
                 candidates = known + [s for s in self._seeds if s not in known]
                 best: BucketMap | None = None
                 for addr in candidates:
-                    window = min(deadline, trio.current_time() + self._attempt_window(deadline))
+                    now = trio.current_time()
+                    window = min(deadline, now + self._attempt_window(deadline, now))
                     kind, status, payload = await self._attempt(addr, "map", {}, window)
                     if kind != _REPLY or status != Status.OK:
                         continue

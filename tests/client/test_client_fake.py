@@ -791,3 +791,27 @@ def test_a_slow_replica_does_not_hold_up_follower_reads(fake):
             assert any(n == 1 for n, a in fake.ops("get") if a["consistency"] == "follower")
 
     run(main)
+
+
+def test_the_node_that_answers_a_write_is_cached_as_leader(fake):
+    def script(node, op, args):
+        if op == "map":  # a map that knows no leaders
+            m = fake.map_payload()
+            for b in m["buckets"]:
+                b[2] = None
+            return Reply(Status.OK, m)
+        if node != 0:
+            return Reply(Status.NOT_LEADER, error("no leader known"))
+        return None
+
+    fake.script = script
+
+    async def main():
+        async with aclient(fake) as c:
+            await c.put(b"k", b"1")
+            assert (await c.bucket_map())["buckets"][bucket_of(b"k", 4)][2] == 0
+            fake.requests.clear()
+            await c.put(b"k", b"2")
+            assert [n for n, _ in fake.ops("put")] == [0]
+
+    run(main)
