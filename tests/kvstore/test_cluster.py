@@ -225,3 +225,46 @@ def test_sigterm_is_graceful_and_data_survives_a_full_restart(make_cluster):
             assert cl.get(f"r{i}") == f"{i}".encode()
         assert cl.bucket_map(refresh=True)["num_buckets"] == 4
     assert "disagrees" in open(c.log_path(1)).read()
+
+
+def test_cas_counter_under_leader_kill_counts_exactly(make_cluster):
+    """Increments by CAS from 4 threads while the counter's leader is killed: the final value
+    is at least the acknowledged increments and at most those plus the unknown ones."""
+    c = make_cluster(3, buckets=4)
+    key = b"ctr"
+    acked = [0]
+    unknown = [0]
+    stop = threading.Event()
+    lock = threading.Lock()
+    with Client(c.addrs, timeout=10) as cl:
+        cl.put(key, b"0")
+        leader = cl.bucket_map(refresh=True)["buckets"][bucket_of(key, 4)][2]
+
+        def incr():
+            while not stop.is_set():
+                try:
+                    cur = cl.get(key)
+                    ok = cl.cas(key, cur, str(int(cur) + 1).encode())
+                except OutcomeUnknown:
+                    with lock:
+                        unknown[0] += 1
+                    continue
+                except KVError:
+                    continue
+                if ok:
+                    with lock:
+                        acked[0] += 1
+
+        threads = [threading.Thread(target=incr, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: acked[0] >= 30, 30, "increments before the kill")
+        c.kill(leader)
+        before = acked[0]
+        wait_until(lambda: acked[0] >= before + 30, 30, "increments after the kill")
+        c.spawn(leader)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        final = int(cl.get(key))
+    assert acked[0] <= final <= acked[0] + unknown[0], (acked[0], unknown[0], final)
