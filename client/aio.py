@@ -591,7 +591,8 @@ class AsyncClient:
         if call.status is not None:
             if self._suspects:
                 self._suspects.pop(addr, None)
-            return _REPLY, call.status, call.payload
+            payload, call.payload = call.payload, None  # the timer may hold `call` a while
+            return _REPLY, call.status, payload
         if call.lost:
             self._suspect(addr)
             return (_MAYBE if call.sent else _NOT_SENT), None, None

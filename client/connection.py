@@ -201,14 +201,18 @@ class Connection:
                 # Encode everything before the first await: a call counts as sent from here
                 # on, and its args must be captured as they are now.
                 datas = [encode_frame(msgs) for msgs in frames]
+                del frames[:], msgs
                 now = trio.current_time()
                 for call in batch:
                     call.sent = True
                     call.sent_at = now
-                for msgs, data in zip(frames, datas):
+                    call.msg = None  # encoded: do not keep (possibly large) values alive
+                self.messages_sent += len(batch)
+                del batch
+                for data in datas:
                     await self._stream.send_all(data)
                     self.frames_sent += 1
-                    self.messages_sent += len(msgs)
+                del datas
         except Exception as exc:  # broken socket, bad frame, or a bug: this connection ends
             self.error = exc
             scope.cancel()
