@@ -12,13 +12,17 @@ queued by other tasks with plain synchronous calls and wake the loop. One turn o
    messages to one peer go out as one frame, see transport.py); a Ready that needs nothing from
    storage (heartbeats, read states) is finished at once; the others go to the writer.
 
-The writer task takes every queued Ready and (3) persists all their entries / hard states /
-snapshots in ONE transaction (one fsync), sends their `persisted_messages`, applies all their
-committed entries in one more transaction (or both in one, if the store offers `write_turn`),
-then (4) answers the waiting writes, serves reads whose read index is applied, and `advance`s
-those groups. Raft allows one outstanding Ready per group, so a group with the writer simply has
-no new Ready until then; the loop keeps stepping its messages and serving every other group.
-Readies that queue while the writer is busy form its next batch: that is the group commit.
+3. the loop hands every queued Ready to the writer task as ONE job; the writer persists all
+   their entries / hard states / snapshots in one transaction (one fsync), sends their
+   `persisted_messages`, applies all their committed entries in one more transaction (or both
+   in one, if the store offers `write_turn`), and posts the results back;
+4. the loop answers the waiting writes, serves reads whose read index is applied, and
+   `advance`s those groups.
+
+The loop task is the only one that touches a group; the writer only runs storage calls. Raft
+allows one outstanding Ready per group, so a group whose Ready is with the writer simply has no
+new Ready until then; the loop keeps stepping its messages and serving every other group.
+Readies that queue while the writer is busy form its next job: that is the group commit.
 
 Storage runs on the loop's own thread by default (`storage_thread=False`): on the shared
 2-core machine the worker-thread hand-off cost more CPU (GIL ping-pong, ~300 us per write)
@@ -179,7 +183,9 @@ class Node:
         self._write_queue: list = []
         self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
-        self._writer_idle = trio.Event()
+        self._job = None  # the batch the writer is working on
+        self._done = None  # (job, results) the writer finished, for the loop to finish
+        self._installs: list = []  # snapshot installs waiting for their group to be idle
         self._campaign_at_tick = None
 
     # -- start-up ---------------------------------------------------------------------------
@@ -443,12 +449,14 @@ class Node:
                         await self._wake.wait()
             else:
                 await trio.lowlevel.checkpoint()  # let connections run between busy turns
-            # a snapshot install (or other local work) runs between turns
+            if self._done is not None:
+                self._finish_job()
             while self._local_inbox:
-                fn = self._local_inbox.popleft()
-                res = fn()
-                if hasattr(res, "__await__"):
-                    await res
+                self._local_inbox.popleft()()
+            # snapshot installs run between turns, never under a Ready with the writer
+            for item in [i for i in self._installs if not i[0].busy and self._job is None]:
+                self._installs.remove(item)
+                await item[1]()
             self._drain_peers()
             now = time.monotonic()
             tick = now >= next_tick
@@ -473,7 +481,7 @@ class Node:
         if self._again:
             self._again = False
             return True
-        if self._peer_inbox or self._local_inbox:
+        if self._done is not None or self._peer_inbox or self._local_inbox:
             return True
         for g in self.groups.values():
             if g.proposals or g.reads:
@@ -658,8 +666,7 @@ class Node:
         if n:
             self.stats["turns"] += 1
             self.stats["readies"] += n
-        if self._write_queue:
-            self._writer_wake.set()
+        self._start_job()
 
     def _finish(self, g: Group, rd) -> None:
         """Steps 5 and advance: serve reads that are applied, advance the group."""
@@ -681,23 +688,12 @@ class Node:
             self._again = True
             self._wake.set()
 
-    async def _writer(self) -> None:
-        """The one task that writes to storage: takes every queued Ready, persists them in one
-        transaction and applies their committed entries in one more (in the worker thread),
-        then finishes them. Readies queued meanwhile form the next batch: group commit."""
-        while True:
-            if not self._write_queue:
-                self._writer_wake = trio.Event()
-                await self._writer_wake.wait()
-                continue
-            batch = self._write_queue
-            self._write_queue = []
-            await self._write_batch(batch)
-            self._writer_idle.set()
-            self._writer_idle = trio.Event()
-
-    async def _write_batch(self, batch) -> None:
-        t0 = time.perf_counter()
+    def _start_job(self) -> None:
+        """Hand every queued Ready to the writer as one job (if it is idle)."""
+        if self._job is not None or self._done is not None or not self._write_queue:
+            return
+        batch = self._write_queue
+        self._write_queue = []
         writes = [w for _g, _rd, w in batch if w is not None]
         if writes and self._lazy_groups:
             written = {w.group_id for w in writes}
@@ -709,18 +705,38 @@ class Node:
         persisted_msgs = [(g.gid, rd.persisted_messages) for g, rd, _w in batch if rd.persisted_messages]
         applies = [(g, rd.committed_entries, self._group_apply(g, rd.committed_entries))
                    for g, rd, _w in batch if rd.committed_entries]
-        gapplies = [a[2] for a in applies]
-        compacts = self._compactions_due()
         if writes:
             self.stats["persists"] += 1
-        if self.cfg.storage_thread:
-            if self._writer_thread is None:
-                self._writer_thread = WriterThread()
-            results = await self._writer_thread.call(
-                self._storage_work, writes, persisted_msgs, gapplies, compacts)
-        else:
-            results = await self._storage_inline(writes, persisted_msgs, gapplies, compacts)
-        self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
+        self._job = (batch, writes, persisted_msgs, applies, self._compactions_due())
+        self._writer_wake.set()
+
+    async def _writer(self) -> None:
+        """The task that runs the storage calls of one job at a time (inline, or on the writer
+        thread) and posts the results back to the loop, which owns every group."""
+        while True:
+            if self._job is None:
+                self._writer_wake = trio.Event()
+                await self._writer_wake.wait()
+                continue
+            batch, writes, persisted_msgs, applies, compacts = job = self._job
+            t0 = time.perf_counter()
+            gapplies = [a[2] for a in applies]
+            if self.cfg.storage_thread:
+                if self._writer_thread is None:
+                    self._writer_thread = WriterThread()
+                results = await self._writer_thread.call(
+                    self._storage_work, writes, persisted_msgs, gapplies, compacts)
+            else:
+                results = await self._storage_inline(writes, persisted_msgs, gapplies, compacts)
+            self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
+            self._job = None
+            self._done = (job, results)
+            self._wake.set()
+
+    def _finish_job(self) -> None:
+        """In the loop: answer the writes, finish (serve reads, advance) the job's groups."""
+        (batch, _writes, _pm, applies, compacts), results = self._done
+        self._done = None
         if results is not None:
             for (g, ents, ga), res in zip(applies, results):
                 self._on_applied(g, ents, ga, res)
@@ -730,7 +746,6 @@ class Node:
             log.info("log compacted", extra={"group": g.gid, "through": index})
         for g, rd, _w in batch:
             self._finish(g, rd)
-        self.stats["turn_ms"] += (time.perf_counter() - t0) * 1000
 
     def _compactions_due(self) -> list:
         thr = self.cfg.compact_threshold

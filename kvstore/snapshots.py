@@ -135,7 +135,7 @@ class SnapshotTransfer:
             outcome["ok"] = await self._install(g, msg, chunks)
             result.set()
 
-        self.node._local_inbox.append(install)
+        self.node._installs.append((g, install))
         self.node._kick()
         with trio.move_on_after(SNAPSHOT_TIMEOUT_S):
             await result.wait()
@@ -143,9 +143,8 @@ class SnapshotTransfer:
             await stream.send_all(encode_frame([["ok"]]))
 
     async def _install(self, g: "Group", msg: Message, chunks: list[bytes]) -> bool:
-        """Runs in the loop task between turns. Installs the data, then steps the SNAP."""
-        while g.busy:  # never install under a Ready that the writer is persisting
-            await self.node._writer_idle.wait()
+        """Runs in the loop task between turns, while neither the writer nor a Ready of this
+        group is in flight. Installs the data, then steps the SNAP."""
         s_meta = msg.snapshot.metadata
         committed = max(g.commit, g.raw.raft.log.committed)
         if msg.term < g.raw.term:
