@@ -663,6 +663,8 @@ class AsyncClient:
                 known = self._map.all_addrs() if self._map is not None else []
                 self._rng.shuffle(known)
                 candidates = known + [s for s in self._seeds if s not in known]
+                now = trio.current_time()  # nodes that failed us recently go last
+                candidates.sort(key=lambda a: self._suspects.get(a, -math.inf) > now)
                 best: BucketMap | None = None
                 for addr in candidates:
                     now = trio.current_time()
