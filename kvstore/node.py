@@ -172,8 +172,7 @@ class Node:
         self.stats = {"turns": 0, "persists": 0, "applied_entries": 0, "proposed": 0,
                       "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
                       "snapshots_installed": 0, "compactions": 0,
-                      "storage_ms": 0.0, "store_calls_ms": 0.0, "turn_ms": 0.0,
-                      "readies": 0}
+                      "storage_ms": 0.0, "store_calls_ms": 0.0, "readies": 0}
         self._token = None
         self.port = None
         self._stopping = False

@@ -153,11 +153,9 @@ def main() -> int:
                 p.wait(timeout=60)
         for i in c.ids:
             st = c.status(i)["stats"]
-            print(f"node {i}: turns {st['turns']} (groups per turn {st['readies'] / max(1, st['turns']):.1f}) "
-                  f"persists {st['persists']} proposed {st['proposed']} applied entries "
-                  f"{st['applied_entries']}; in turns {st['turn_ms'] / 1000:.1f} s, of which "
-                  f"storage {st['storage_ms'] / 1000:.1f} s (inside the store calls "
-                  f"{st['store_calls_ms'] / 1000:.1f} s)")
+            print(f"node {i}: turns {st['turns']} (Readies per turn {st['readies'] / max(1, st['turns']):.1f}), "
+                  f"storage jobs with a persist {st['persists']}, proposed {st['proposed']}, "
+                  f"applied entries {st['applied_entries']}; writer busy {st['storage_ms'] / 1000:.1f} s")
     return 0
 
 
