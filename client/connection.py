@@ -235,8 +235,11 @@ class Connection:
             scope.cancel()
 
     def _dispatch(self, message) -> None:
-        if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)
-                and isinstance(message[1], int)):
+        if not (isinstance(message, list) and len(message) == 3 and isinstance(message[1], int)):
+            raise FrameError(f"malformed reply {message!r:.200}")
+        if message[0] is None:  # the node could not read a request's id (see wire.py): if
+            return  # it could not read the frame either, it closes the connection itself
+        if not isinstance(message[0], int):
             raise FrameError(f"malformed reply {message!r:.200}")
         rid, status, payload = message
         self.messages_received += 1
