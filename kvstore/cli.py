@@ -133,7 +133,8 @@ def _serve(args) -> int:
         replication=args.replication, tick_ms=args.tick_ms, election_ticks=args.election_ticks,
         heartbeat_ticks=args.heartbeat_ticks, compact_threshold=args.compact_threshold,
         request_timeout_s=args.request_timeout, fsync=not args.no_fsync,
-        storage_thread=args.storage_thread, switch_interval_s=args.switch_interval_ms / 1000)
+        storage_thread=args.storage_thread, switch_interval_s=args.switch_interval_ms / 1000,
+        listen_host=args.listen_host)
 
     async def run():
         async with trio.open_nursery() as nursery:

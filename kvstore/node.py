@@ -114,6 +114,7 @@ class NodeConfig:
     # shared 2-core machine, the thread hand-off (GIL ping-pong) cost ~300 us CPU per write
     # and more throughput than the overlap it buys (see README, "Performance")
     storage_thread: bool = False
+    listen_host: str | None = None  # bind here instead of the host of this node's address
 
 
 @dataclass(slots=True, eq=False)
@@ -159,7 +160,7 @@ class Node:
         self._next_pid = 1
         self._next_ctx = 1
         self._pending: dict[int, list[Waiter]] = {}  # pid -> waiters (one per command)
-        self._deadlines: deque = deque()  # (deadline, kind, obj) in deadline order
+        self._deadlines: deque = deque()  # (deadline, Waiter), in deadline order
         self._peer_inbox: deque = deque()
         self._peer_inbox_items = 0
         self._remote_leaders: dict[int, tuple[int, int, float]] = {}  # bucket -> (node, term, seen)
@@ -266,7 +267,8 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 listeners = await nursery.start(functools.partial(
-                    trio.serve_tcp, self.server.handle, int(port), host=host or bind_host))
+                    trio.serve_tcp, self.server.handle, int(port),
+                    host=host or self.cfg.listen_host or bind_host))
                 self.port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(self.transport.run)
                 nursery.start_soon(self._loop)
