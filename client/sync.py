@@ -20,7 +20,8 @@ blocking socket per thread) would save the hand-offs for a lone thread but lose 
 and duplicate the whole routing/retry logic in a blocking flavour; a program that needs every
 microsecond uses AsyncClient directly.
 
-Closing the client cancels calls still running; they raise ClientClosed.
+Closing the client cancels calls still running; they raise ClientClosed. A Client dropped
+without close() stops its thread when it is garbage-collected.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
+import weakref
 from typing import Iterable
 
 import outcome
@@ -40,28 +42,27 @@ START_TIMEOUT_SECONDS = 30.0
 WAKE_CHECK_SECONDS = 1.0  # how often a waiting caller checks that the loop is still alive
 
 
-class Client:
-    """Blocking client: `Client(["127.0.0.1:7001", ...], timeout=5.0)`; safe to share between
-    threads. Same methods as AsyncClient; use `close()` or `with Client(...) as c:`."""
+class _Loop:
+    """The trio thread running one AsyncClient. It holds no reference to its Client, so a
+    Client that is dropped without close() is still collected, and its finalizer stops this."""
 
-    def __init__(self, addrs: Iterable[str] | str, timeout: float = 5.0, **kwargs) -> None:
-        self._async = AsyncClient(addrs, timeout, **kwargs)  # validates the arguments here
-        self._timeout = timeout
+    def __init__(self, aclient: AsyncClient) -> None:
+        self.aclient = aclient
+        self.closed = False
         self._lock = threading.Lock()
-        self._closed = False
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
         self._thread = threading.Thread(target=self._thread_main, name="kvstore-client", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
         if not self._started.wait(START_TIMEOUT_SECONDS):
             raise KVError("the client's trio thread did not start")
         if self._start_error is not None:
             raise self._start_error
-
-    # -- the trio thread -----------------------------------------------------------------
 
     def _thread_main(self) -> None:
         try:
@@ -72,7 +73,7 @@ class Client:
             self._started.set()
 
     async def _main(self) -> None:
-        async with self._async:
+        async with self.aclient:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._token = trio.lowlevel.current_trio_token()
@@ -81,12 +82,13 @@ class Client:
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
 
-    def _call(self, method: str, *args, **kwargs):
-        if self._closed:
+    def call(self, method: str, args: tuple, kwargs: dict):
+        """Run `aclient.<method>(*args, **kwargs)` on the loop; block for its outcome."""
+        if self.closed:
             raise ClientClosed("the client is closed")
         done: queue.SimpleQueue = queue.SimpleQueue()
         try:
-            self._token.run_sync_soon(self._spawn, getattr(self._async, method), args, kwargs, done)
+            self._token.run_sync_soon(self._spawn, getattr(self.aclient, method), args, kwargs, done)
         except trio.RunFinishedError:
             raise ClientClosed("the client is closed") from None
         while True:
@@ -101,7 +103,7 @@ class Client:
         return result.unwrap()
 
     def _spawn(self, fn, args, kwargs, done: queue.SimpleQueue) -> None:
-        """On the trio thread: run one call as a task of the client's nursery."""
+        """On the trio thread: run one call as a task of the loop's nursery."""
         try:
             self._nursery.start_soon(self._run_one, fn, args, kwargs, done)
         except RuntimeError:  # the nursery is closing
@@ -120,19 +122,38 @@ class Client:
             return
         done.put(outcome.Value(result))
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop the client's thread and close its connections (idempotent)."""
+    def stop(self) -> None:
+        """Stop the loop and close its connections (idempotent, from any thread)."""
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
+            self.closed = True
         try:
             self._token.run_sync_soon(self._stop.set)
         except trio.RunFinishedError:
             pass
-        self._thread.join(START_TIMEOUT_SECONDS)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(START_TIMEOUT_SECONDS)
+
+
+class Client:
+    """Blocking client: `Client(["127.0.0.1:7001", ...], timeout=5.0)`; safe to share between
+    threads. Same methods as AsyncClient; use `close()` or `with Client(...) as c:`."""
+
+    def __init__(self, addrs: Iterable[str] | str, timeout: float = 5.0, **kwargs) -> None:
+        loop = _Loop(AsyncClient(addrs, timeout, **kwargs))  # validates the arguments here
+        loop.start()
+        self._loop = loop
+        self._finalizer = weakref.finalize(self, loop.stop)
+
+    def _call(self, method: str, *args, **kwargs):
+        return self._loop.call(method, args, kwargs)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the client's thread and close its connections (idempotent)."""
+        self._finalizer()
 
     def __enter__(self) -> "Client":
         return self

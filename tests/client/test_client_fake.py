@@ -815,3 +815,15 @@ def test_the_node_that_answers_a_write_is_cached_as_leader(fake):
             assert [n for n, _ in fake.ops("put")] == [0]
 
     run(main)
+
+
+def test_a_dropped_sync_client_stops_its_thread(fake):
+    import gc
+
+    c = Client(fake.addrs, timeout=2.0)
+    c.put(b"k", b"v")
+    thread = c._loop._thread
+    del c
+    gc.collect()
+    thread.join(HANG_GUARD_SECONDS)
+    assert not thread.is_alive()
