@@ -54,15 +54,12 @@ from .config import Config
 from .rawnode import RawNode
 from .storage import MemoryStorage
 from .types import (
-    NONE,
-    Compacted,
     ConfChange,
     ConfChangeError,
     ConfChangeType,
     ConfState,
     Entry,
     EntryType,
-    HardState,
     Message,
     MessageType,
     ProposalDropped,
@@ -659,7 +656,9 @@ class Cluster:
         self.next_id = n + 1
         self.now = 0
         self.nodes: dict[int, SimNode] = {}
-        self.trace: collections.deque[str] = collections.deque(maxlen=TRACE_EVENTS)
+        # Events as (tick, text or message delivered), formatted only when shown.
+        self.trace: collections.deque[tuple[int, str | Message]] = collections.deque(
+            maxlen=TRACE_EVENTS)
         self.reads: dict[bytes, PendingRead] = {}
         self._op = 0
         self.conf = ConfState(voters=self.initial_voters)  # latest committed configuration
@@ -678,7 +677,11 @@ class Cluster:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def log(self, text: str) -> None:
-        self.trace.append(f"t={self.now} {text}")
+        self.trace.append((self.now, text))
+
+    def trace_lines(self) -> list[str]:
+        return [f"t={t} " + (e if isinstance(e, str) else "deliver " + _fmt(e))
+                for t, e in self.trace]
 
     def live(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.raw is not None]
@@ -953,7 +956,7 @@ class Cluster:
             self.stats["cut"] += 1
             self._on_lost(msg)
             return
-        self.log(f"deliver {_fmt(msg)}")
+        self.trace.append((self.now, msg))
         if msg.type == MessageType.SNAP:
             sender = self.nodes.get(msg.frm)
             if sender is not None and sender.raw is not None:
@@ -1337,6 +1340,6 @@ def run_seed(
                 heal(c)
                 check_liveness(c)
     except Exception as e:  # any core exception is a failure too
-        trace = list(c.trace) if c is not None else []
+        trace = c.trace_lines() if c is not None else []
         raise SimulationFailure(seed, e, trace, rates) from e
     return SimResult(seed, rates, c.now, c.stats)

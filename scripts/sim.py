@@ -15,6 +15,7 @@ it exits 0 if the simulator caught the mutation and 1 if it did not.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import time
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fault phase + liveness phase pairs per seed (default 1)")
     p.add_argument("--mutation", choices=sorted(MUTATIONS), help="break one rule of the core")
     p.add_argument("--list-mutations", action="store_true")
-    p.add_argument("--keep-going", action="store_true", help="count failures, do not stop")
+    p.add_argument("--keep-going", action="store_true",
+                   help="count failures (or, with --mutation, catches) over all the seeds")
     p.add_argument("--trace", type=int, default=200, help="events to print on failure")
     args = p.parse_args(argv)
 
@@ -74,10 +76,13 @@ def _run(args: argparse.Namespace, mutation) -> int:
             failures.append(f)
             done += 1
             if mutation is not None:
-                print(f"mutation {mutation.name} caught by seed {seed} after {done} seed(s): "
-                      f"{f.invariant}")
-                print(f"  {f.error}")
-                return 0
+                if len(failures) == 1:
+                    print(f"mutation {mutation.name} caught by seed {seed} after {done} "
+                          f"seed(s): {f.invariant}")
+                    print(f"  {f.error}")
+                if not args.keep_going:
+                    return 0
+                continue
             print(f.report(args.trace))
             if not args.keep_going:
                 return 1
@@ -90,8 +95,13 @@ def _run(args: argparse.Namespace, mutation) -> int:
             print(f"seeds {args.start}..{seed} ({done}/{args.seeds}): {rate:.1f} seeds/s, "
                   f"{ticks / (now - t0):.0f} ticks/s, failures {len(failures)}", flush=True)
     if mutation is not None:
-        print(f"mutation {mutation.name} NOT caught in {done} seeds")
-        return 1
+        if not failures:
+            print(f"mutation {mutation.name} NOT caught in {done} seeds")
+            return 1
+        kinds = collections.Counter(f.invariant for f in failures)
+        print(f"mutation {mutation.name} caught by {len(failures)} of {done} seeds "
+              f"({', '.join(f'{k}: {v}' for k, v in kinds.most_common())})")
+        return 0
     if failures:
         print(f"{len(failures)} failing seeds: {[f.seed for f in failures]}")
         return 1
