@@ -31,8 +31,8 @@ than the overlap bought; `--storage-thread` runs it in a worker thread instead.
 A write is answered only after it is applied, which is after it is committed, which needs a
 majority's durable persist: SIGKILL loses nothing acknowledged. Commit-only hard-state changes
 are not written on their own (the commit index is volatile in Raft); they ride along with the
-next real write, and on restart raft is given min(applied, stored commit) as its applied index
-(the store skips entries it already applied).
+next real write (and are always written before a log compaction); on restart raft takes the
+store's applied index as committed.
 
 Entry data is an 8-byte proposal id (pid) followed by a storage command. The pid is unique per
 node incarnation; a result is matched to its waiters by pid when the entry is applied here.
@@ -241,11 +241,9 @@ class Node:
         snap_index = storage_view.snapshot().metadata.index
         applied = max(self.store.applied_index(gid), snap_index)
         # The stored commit index may trail the applied index (commit-only hard states are
-        # persisted lazily, see _turn); raft then hands those entries out again and the store
-        # skips them (at or below its applied index), so the state machine is unchanged.
-        raft_applied = max(min(applied, hs.commit), snap_index)
+        # persisted lazily, see _turn); raft takes the applied index as committed then.
         rc = raft.Config(id=self.id, election_tick=self.cfg.election_ticks,
-                         heartbeat_tick=self.cfg.heartbeat_ticks, applied=raft_applied,
+                         heartbeat_tick=self.cfg.heartbeat_ticks, applied=applied,
                          rng=random.Random(), max_size_per_msg=1 << 20, max_inflight_msgs=256)
         raw = raft.RawNode(rc, storage_view)
         bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
@@ -696,7 +694,10 @@ class Node:
         batch = self._write_queue
         self._write_queue = []
         writes = [w for _g, _rd, w in batch if w is not None]
-        if writes and self._lazy_groups:
+        compacts = self._compactions_due()
+        # Lazy commit indexes ride along with any write; before a compaction they MUST be on
+        # disk: on restart raft re-reads the log from min(applied, stored commit) + 1.
+        if (writes or compacts) and self._lazy_groups:
             written = {w.group_id for w in writes}
             for lg in self._lazy_groups:
                 if lg.lazy_hs is not None and lg.gid not in written:
@@ -708,7 +709,7 @@ class Node:
                    for g, rd, _w in batch if rd.committed_entries]
         if writes:
             self.stats["persists"] += 1
-        self._job = (batch, writes, persisted_msgs, applies, self._compactions_due())
+        self._job = (batch, writes, persisted_msgs, applies, compacts)
         self._writer_wake.set()
 
     async def _writer(self) -> None:

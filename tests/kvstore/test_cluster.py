@@ -163,6 +163,15 @@ def test_lagging_node_catches_up_by_snapshot_after_compaction(make_cluster):
     with Client(c.addrs, timeout=10) as cl:
         cl.put("after", "snap")
     wait_until(lambda: _holds(c, 3, b"after", b"snap"), 20, "replication after the snapshot")
+    # a node whose logs were compacted restarts from them (kill -9 right after the writes)
+    with Client(c.addrs, timeout=10) as cl:
+        for i in range(100):
+            cl.put(f"t{i}", "x")
+    c.kill(1)
+    c.spawn(1)
+    c.wait_port(1)
+    wait_until(lambda: _holds(c, 1, b"t99", b"x") and _holds(c, 1, b"s399", b"399"), 30,
+               "node 1 to serve after a restart on compacted logs")
 
 
 def test_paused_node_then_resumed(make_cluster):
