@@ -1001,7 +1001,8 @@ class Cluster:
         self._start(node)
         self.drain(node)
 
-    def propose(self, node: SimNode, key: str | None = None) -> str | None:
+    def propose(self, node: SimNode, key: str | None = None, *, handle_ready: bool = True
+                ) -> str | None:
         """Propose a write of a fresh value; returns the value, or None if dropped."""
         if node.raw is None:
             return None
@@ -1015,7 +1016,8 @@ class Cluster:
             return None
         self.stats["proposals"] += 1
         self.log(f"n{node.id} propose {key}={value}")
-        self.drain(node)
+        if handle_ready:
+            self.drain(node)
         return value
 
     def read(self, node: SimNode, key: str | None = None) -> bytes | None:
@@ -1204,7 +1206,8 @@ def fault_step(c: Cluster) -> None:
     live = c.active()
     if live and rng.random() < r.propose:
         leader = c.some_leader()
-        c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live))
+        c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live),
+                  handle_ready=not (r.defer_ready and rng.random() < r.defer_ready))
     live = c.active()
     if live and r.read and rng.random() < r.read:
         leader = c.some_leader()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from raft.simulation import Cluster, FaultRates, Stage, check_liveness, heal
+from raft.simulation import Cluster, FaultRates, Stage, check_liveness, heal, quiet_step
 
 
 class RaftCluster(RuleBasedStateMachine):
@@ -21,7 +21,15 @@ class RaftCluster(RuleBasedStateMachine):
         super().__init__()
         # No random network faults: the rules are the faults. Short election timeouts so
         # that a few rules reach interesting states.
-        self.c = Cluster(3, seed=7, rates=FaultRates(), election_tick=4, heartbeat_tick=1)
+        self.c = c = Cluster(3, seed=7, rates=FaultRates(), election_tick=4, heartbeat_tick=1)
+        # Start from a working cluster: a leader and a few committed writes.
+        for _ in range(100):
+            quiet_step(c)
+            if c.leader() is not None and c.checker.writes:
+                break
+            if c.leader() is not None:
+                c.propose(c.leader(), "a")
+        assert c.leader() is not None
 
     # -- helpers --
 
@@ -44,9 +52,10 @@ class RaftCluster(RuleBasedStateMachine):
         c = self.c
         for _ in range(rounds):
             c.now += 1
-            for node in c.live():
+            c.resume_due()
+            for node in c.active():
                 c.tick(node)
-            for msg in c.net.take_due(c.now):
+            for msg in c.net.take_due(c.now, c.held()):
                 c.deliver(msg)
             self._settle()
 
@@ -87,6 +96,12 @@ class RaftCluster(RuleBasedStateMachine):
             self.c.net.partition([side, rest], one_way)
             self.c.log(f"partition {sorted(side)} {'->' if one_way else '|'} {sorted(rest)}")
 
+    @rule(one_way=st.booleans())
+    def isolate_leader(self, one_way: bool) -> None:
+        leader = self.c.leader()
+        if leader is not None:
+            self.c.partition_random(around=leader)
+
     @rule()
     def heal_network(self) -> None:
         self.c.heal_network()
@@ -99,6 +114,13 @@ class RaftCluster(RuleBasedStateMachine):
         if node is not None:
             self.c.crash(node)
 
+    @rule(stage=st.sampled_from(Stage))
+    def crash_leader(self, stage: Stage) -> None:
+        leader = self.c.leader()
+        if leader is not None:
+            self.c.propose(leader, handle_ready=False)  # a pending Ready to interrupt
+            self.c.crash(leader, stage)
+
     @precondition(lambda self: self.c.net.in_flight)
     @rule(i=st.integers(0, 63), stage=st.sampled_from(Stage))
     def deliver_then_crash(self, i: int, stage: Stage) -> None:
@@ -110,6 +132,13 @@ class RaftCluster(RuleBasedStateMachine):
         if node is not None and node.raw is not None:
             c.crash(node, stage)
         self._settle()
+
+    @rule(i=st.integers(0, 7), ticks=st.integers(1, 12), leader=st.booleans())
+    def pause(self, i: int, ticks: int, leader: bool) -> None:
+        """Stop a node (no ticks, messages held) for a while, as if SIGSTOPped."""
+        node = self.c.leader() if leader else self._live(i)
+        if node is not None:
+            self.c.pause(node, ticks)
 
     @rule(i=st.integers(0, 7))
     def restart(self, i: int) -> None:
@@ -171,8 +200,8 @@ class RaftCluster(RuleBasedStateMachine):
 
 
 RaftCluster.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
