@@ -89,6 +89,7 @@ PEER_INBOX_MAX = 100_000
 LAG_ENTRIES = 1000
 LEADER_GOSSIP_TICKS = 10  # tell peers which buckets we lead every this many ticks
 LEADER_HINT_TTL_S = 5.0
+DRAIN_TIMEOUT_S = 3.0  # on SIGTERM, at most this long handing leaderships over
 # TESTING ONLY - deliberately injected bugs that the jepsen-style suite must catch; never set in
 # production. "stale-follower-read": follower reads skip ReadIndex; "ack-before-commit": puts
 # are acknowledged as soon as they are proposed; "no-session-dedup": retried writes are applied
@@ -290,6 +291,31 @@ class Node:
             self.store.close()
             self.store = None
             log.info("store closed")
+
+    async def drain(self) -> None:
+        """Transfer every leadership this node holds to an up-to-date replica and wait (the
+        caller bounds the wait) until none is left."""
+        self._local_inbox.append(self._transfer_leaderships)
+        self._kick()
+        while True:
+            led = [g for g in self.groups.values() if g.role == Role.LEADER and len(g.voters) > 1]
+            if not led:
+                log.info("leaderships handed over")
+                return
+            await trio.sleep(0.05)
+            if self._ticks % 10 == 0:  # retry for groups whose transfer was abandoned
+                self._local_inbox.append(self._transfer_leaderships)
+
+    def _transfer_leaderships(self) -> None:
+        for g in self.groups.values():
+            if g.role != Role.LEADER or len(g.voters) < 2:
+                continue
+            progress = self._progress(g)
+            others = [(m, p) for p, m in progress.items() if p != self.id and p in g.voters]
+            if others:
+                _m, target = max(others)
+                g.raw.transfer_leader(target)
+        self._wake.set()
 
     def _kick(self) -> None:
         self._wake.set()
@@ -965,7 +991,22 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
                     async for sig in sigs:
                         log.info("signal received, shutting down", extra={"signal": int(sig)})
+                        # hand leaderships over first (bounded), so that clients see a short
+                        # NOT_LEADER redirect rather than an election timeout; a second
+                        # signal stops at once
+                        with trio.move_on_after(DRAIN_TIMEOUT_S) as scope:
+                            async with trio.open_nursery() as inner:
+
+                                async def second_signal():
+                                    async for _sig in sigs:
+                                        inner.cancel_scope.cancel()
+                                        return
+
+                                inner.start_soon(second_signal)
+                                await node.drain()
+                                inner.cancel_scope.cancel()
                         node._stopping = True
+                        log.info("stopping", extra={"drain_timed_out": scope.cancelled_caught})
                         nursery.cancel_scope.cancel()
                         return
 

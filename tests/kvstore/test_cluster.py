@@ -277,3 +277,17 @@ def test_cas_counter_under_leader_kill_counts_exactly(make_cluster):
             t.join(timeout=30)
         final = int(cl.get(key))
     assert acked[0] <= final <= acked[0] + unknown[0], (acked[0], unknown[0], final)
+
+
+def test_sigterm_hands_leaderships_over_first(make_cluster):
+    c = make_cluster(3, buckets=8)
+    victim = leader_of_most(c)
+    assert c.leader_counts()[victim] > 0
+    with Writer(c.addrs, "drain", threads=2) as w:
+        wait_until(lambda: w.count() >= 50, 20, "writes before the stop")
+        assert c.terminate(victim) == 0
+        before = w.count()
+        wait_until(lambda: w.count() >= before + 50, 20, "writes after the stop")
+    assert "leaderships handed over" in open(c.log_path(victim)).read()
+    others = [i for i in c.ids if i != victim]
+    assert sum(c.leader_counts()[i] for i in others) >= 8
