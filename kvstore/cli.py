@@ -223,9 +223,11 @@ def _cluster_up(args) -> int:
         print("stopping all nodes ...", flush=True)
         return 0
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        for _round in range(2):  # the second SIGTERM skips the leadership hand-over
+            for p in procs.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
         end = time.monotonic() + 10
         for p in procs.values():
             try:

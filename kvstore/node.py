@@ -302,6 +302,9 @@ class Node:
             if not led:
                 log.info("leaderships handed over")
                 return
+            if not any(self.transport.is_connected(p) for g in led for p in g.voters if p != self.id):
+                log.info("no replica reachable to hand leaderships to")
+                return
             await trio.sleep(0.05)
             if self._ticks % 10 == 0:  # retry for groups whose transfer was abandoned
                 self._local_inbox.append(self._transfer_leaderships)

@@ -161,13 +161,17 @@ class LocalCluster:
         self.spawn(node_id)
 
     def stop(self) -> None:
-        for i, p in self.procs.items():
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGCONT)
-                    p.terminate()
-                except ProcessLookupError:
-                    pass
+        """SIGTERM every node, and soon a second one: when the whole cluster stops, handing
+        leaderships over is pointless (the second signal skips it; the stop stays graceful)."""
+        for _round in range(2):
+            for i, p in self.procs.items():
+                if p.poll() is None:
+                    try:
+                        p.send_signal(signal.SIGCONT)
+                        p.terminate()
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.2)
         end = time.monotonic() + 10
         for p in self.procs.values():
             try:
