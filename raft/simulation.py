@@ -123,7 +123,7 @@ class FaultRates:
     heal: float = 0.1
     crash: float = 0.0
     crash_mid_ready: float = 0.5  # share of crashes that interrupt a Ready half-way
-    crash_at_sync: float = 0.0  # a Ready that must be made durable is interrupted by a crash
+    crash_at_sync: float = 0.0  # a Ready to persist or apply is interrupted by a crash
     restart_ticks: tuple[int, int] = (1, 30)  # a crashed node restarts after this many ticks
     leader_focus: float = 0.5  # share of crashes, pauses and partitions aimed at a leader
     pause: float = 0.0  # a node stops (no ticks, no messages) as if SIGSTOPped, then resumes
@@ -787,7 +787,8 @@ class Cluster:
         Returns False if the node crashed."""
         raw = node.raw
         rd: Ready = raw.ready()
-        if (crash_at is None and rd.must_sync and self.faulty and self.rates.crash_at_sync
+        if (crash_at is None and (rd.must_sync or rd.committed_entries) and self.faulty
+                and self.rates.crash_at_sync
                 and self.rng.random() < self.rates.crash_at_sync):
             crash_at = self.rng.choice(list(Stage))
         ck = self.checker
