@@ -7,7 +7,7 @@
 Runs two workloads against the same cluster: write-only, then 95% reads / 5% writes
 (linearizable reads). `concurrency` tasks share `--clients` AsyncClient(s) (one connection per
 node each, requests pipelined), so many requests travel per frame. Prints ops/s and latency
-percentiles. `--profile DIR` runs the nodes under py-spy and writes collapsed stacks (py-spy raw format) there.
+percentiles. `--profile DIR` runs the nodes under py-spy and writes collapsed stacks (py-spy raw format, only samples holding the GIL: a CPU view) there.
 This is a benchmark, not a test: nothing is asserted.
 """
 
@@ -137,7 +137,7 @@ def main() -> int:
                 for i in c.ids:
                     out = os.path.join(os.path.abspath(args.profile), f"{wl}-node{i}.txt")
                     spies.append(subprocess.Popen(
-                        [spy, "record", "-f", "raw", "-o", out, "-r", "100", "-d",
+                        [spy, "record", "--gil", "-f", "raw", "-o", out, "-r", "100", "-d",
                          str(int(args.seconds) + 3), "-p", str(c.procs[i].pid)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             cpu0 = {i: proc_cpu_s(c.procs[i].pid) for i in c.ids}
