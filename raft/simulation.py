@@ -347,6 +347,8 @@ class SimNode:
     removed: bool = False
     restart_at: int = 0  # while crashed: when the fault schedule restarts it
     paused_until: int = 0  # paused (no ticks, no messages, no clients) until this tick
+    client_backlog: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
+    term_vote: tuple[int, int] = (0, 0)  # as last persisted
 
     @property
     def alive(self) -> bool:
@@ -665,6 +667,7 @@ class Cluster:
         self.stats: collections.Counter[str] = collections.Counter()
         self._pending_shutdown: list[SimNode] = []
         self.faulty = True  # False in the liveness phase: no faults strike on their own
+        self.client_leader: SimNode | None = None  # where clients send requests first
         for nid in self.initial_voters:
             storage = storage_factory(nid)
             _bootstrap(storage, self.initial_voters)
@@ -706,6 +709,23 @@ class Cluster:
                 n.paused_until = 0
                 self.log(f"n{n.id} resumes")
                 self.net.retime(n.id, self.now)
+                # Client requests that waited in its socket come first.
+                backlog, n.client_backlog = n.client_backlog, []
+                for kind, key, began in backlog:
+                    if kind == "read":
+                        self.read(n, key, began=began)
+                    else:
+                        self.propose(n, key)
+
+    def submit(self, node: SimNode, kind: str) -> None:
+        """A client sends a write or a read to `node`; a paused node gets it on resuming."""
+        key = self.rng.choice(KEYS)
+        if node.paused_until > self.now:
+            node.client_backlog.append((kind, key, (self.checker.read_began(), self.now)))
+        elif kind == "read":
+            self.read(node, key)
+        else:
+            self.propose(node, key)
 
     def members(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.conf.voters) | set(self.conf.learners)))
@@ -749,7 +769,8 @@ class Cluster:
         """(Re)build the node's volatile state from its storage alone."""
         snap = node.storage.snapshot()
         node.sm = StateMachine.from_snapshot(snap)
-        _, node.conf_state = node.storage.initial_state()
+        hs, node.conf_state = node.storage.initial_state()
+        node.term_vote = (hs.term, hs.vote)
         node.ready_to_serve = []
         node.raw = RawNode(self._config(node, node.sm.applied), node.storage)
         self._observe(node)
@@ -787,10 +808,13 @@ class Cluster:
         Returns False if the node crashed."""
         raw = node.raw
         rd: Ready = raw.ready()
-        if (crash_at is None and (rd.must_sync or rd.committed_entries) and self.faulty
-                and self.rates.crash_at_sync
-                and self.rng.random() < self.rates.crash_at_sync):
-            crash_at = self.rng.choice(list(Stage))
+        if crash_at is None and self.faulty and self.rates.crash_at_sync:
+            rate = self.rates.crash_at_sync
+            hs = rd.hard_state
+            if hs is not None and (hs.term, hs.vote) != node.term_vote:
+                rate *= 10  # elections are rare and their durable votes matter most
+            if (rd.must_sync or rd.committed_entries) and self.rng.random() < rate:
+                crash_at = self.rng.choice(list(Stage))
         ck = self.checker
         role_before, term_before = _role_term(raw)
         if rd.soft_state is not None:
@@ -823,6 +847,7 @@ class Cluster:
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
+            node.term_vote = (rd.hard_state.term, rd.hard_state.vote)
         if crash_at == Stage.AFTER_PERSIST:
             return self._crash(node, crash_at)
         # 3. messages that had to wait for persistence
@@ -987,6 +1012,7 @@ class Cluster:
             self.stats["crashes_mid_ready"] += 1
         node.raw = None
         node.ready_to_serve = []
+        node.client_backlog = []
         for ctx in [c for c, r in self.reads.items() if r.node_id == node.id]:
             del self.reads[ctx]
         if self.reopen is not None:
@@ -1021,13 +1047,17 @@ class Cluster:
             self.drain(node)
         return value
 
-    def read(self, node: SimNode, key: str | None = None) -> bytes | None:
+    def read(self, node: SimNode, key: str | None = None, *,
+             began: tuple[int, int] | None = None) -> bytes | None:
+        """Start a ReadIndex read of `key` at `node`; `began` = (commit floor, tick) when the
+        client sent it, if earlier (it waited in a paused node's socket)."""
         if node.raw is None:
             return None
         key = key if key is not None else self.rng.choice(KEYS)
         self._op += 1
         ctx = f"r{self._op}".encode()
-        read = PendingRead(node.id, key, ctx, self.checker.read_began(), self.now)
+        floor, at = began if began is not None else (self.checker.read_began(), self.now)
+        read = PendingRead(node.id, key, ctx, floor, at)
         try:
             node.raw.read_index(ctx)
         except RaftError:
@@ -1204,15 +1234,17 @@ def fault_step(c: Cluster) -> None:
     for node in list(c.nodes.values()):
         if node.raw is None and not node.removed and c.now >= node.restart_at:
             c.restart(node)
-    live = c.active()
-    if live and rng.random() < r.propose:
-        leader = c.some_leader()
-        c.propose(leader if leader is not None and rng.random() < 0.8 else rng.choice(live),
-                  handle_ready=not (r.defer_ready and rng.random() < r.defer_ready))
-    live = c.active()
-    if live and r.read and rng.random() < r.read:
-        leader = c.some_leader()
-        c.read(leader if leader is not None and rng.random() < 0.5 else rng.choice(live))
+    # Clients: to the leader they last heard of (maybe paused or stale), to a node that
+    # believes it leads, or to any node.
+    if c.client_leader is None or rng.random() < 0.1:
+        c.client_leader = c.some_leader()
+    for kind, rate, to_leader in (("write", r.propose, 0.8), ("read", r.read, 0.5)):
+        live = c.live()
+        if live and rate and rng.random() < rate:
+            target = c.client_leader if rng.random() < 0.5 else c.some_leader()
+            if target is None or target.raw is None or rng.random() >= to_leader:
+                target = rng.choice(live)
+            c.submit(target, kind)
     if r.conf_change and rng.random() < r.conf_change:
         leader = c.leader()
         cc = c.random_conf_change()
