@@ -125,6 +125,8 @@ class Waiter:
     op: str
     deadline: float
     done: bool = False
+    t_prop: float = 0.0  # when proposed
+    t_commit: float = 0.0  # when raft said committed
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +149,7 @@ class Group:
     snapshot_sending: set = field(default_factory=set)  # peers we are streaming to
     lazy_hs: HardState | None = None  # a commit-only hard state not yet written
     busy: bool = False  # its Ready is with the writer (not advanced yet)
+    durable_last: int = 0  # the last log index known to be on disk
 
 
 class Node:
@@ -174,7 +177,9 @@ class Node:
         self.stats = {"turns": 0, "persists": 0, "applied_entries": 0, "proposed": 0,
                       "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
                       "snapshots_installed": 0, "compactions": 0,
-                      "storage_ms": 0.0, "store_calls_ms": 0.0, "readies": 0}
+                      "storage_ms": 0.0, "store_calls_ms": 0.0, "readies": 0,
+                      "absorbed": 0, "applied_early": 0, "writes_timed": 0, "write_queue_s": 0.0,
+                      "write_replicate_s": 0.0, "write_apply_s": 0.0}
         self._token = None
         self.port = None
         self._stopping = False
@@ -182,6 +187,7 @@ class Node:
         self._again = False
         self._lazy_groups: set = set()
         self._write_queue: list = []
+        self._early_applied: set = set()  # id() of queued Readies whose entries were applied
         self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
         self._job = None  # the batch the writer is working on
@@ -249,7 +255,8 @@ class Node:
         raw = raft.RawNode(rc, storage_view)
         bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
         g = Group(gid=gid, bucket=bucket, voters=tuple(voters), raw=raw, applied=applied,
-                  commit=hs.commit, first_index=storage_view.first_index(), term=hs.term)
+                  commit=hs.commit, first_index=storage_view.first_index(), term=hs.term,
+                  durable_last=storage_view.last_index())
         self.groups[gid] = g
 
     def is_peer(self, node_id: int) -> bool:
@@ -615,6 +622,10 @@ class Node:
                     w.done = True
                     w.conn.reply(w.rid, 0, {"version": c.ts})
         self._pending[pid] = [w for _c, w in live]
+        _now = time.monotonic()
+        for _c, w in live:
+            if w is not None:
+                w.t_prop = _now
         g.pending_pids.add(pid)
         self.stats["proposed"] += len(live)
 
@@ -681,6 +692,8 @@ class Node:
                 # next real write instead of costing an fsync of its own before the apply.
                 g.lazy_hs = hs
                 self._lazy_groups.add(g)
+            if rd.committed_entries and self._pending:
+                self._mark_committed(rd.committed_entries)
             if write is None and not rd.committed_entries:
                 # nothing to persist in this Ready (everything before it is durable: its
                 # predecessor was advanced only after its persist), so finish it now
@@ -695,6 +708,16 @@ class Node:
             self.stats["turns"] += 1
             self.stats["readies"] += n
         self._start_job()
+
+    def _mark_committed(self, ents: list[Entry]) -> None:
+        """Note when our writes are seen committed (for the write phase figures in status)."""
+        now = time.monotonic()
+        pending = self._pending
+        for e in ents:
+            if len(e.data) > 8:
+                for w in pending.get(_PID.unpack_from(e.data)[0], ()):
+                    if w is not None:
+                        w.t_commit = now
 
     def _finish(self, g: Group, rd) -> None:
         """Steps 5 and advance: serve reads that are applied, advance the group."""
@@ -734,8 +757,11 @@ class Node:
                 lg.lazy_hs = None
             self._lazy_groups.clear()
         persisted_msgs = [(g.gid, rd.persisted_messages) for g, rd, _w in batch if rd.persisted_messages]
+        early = self._early_applied
         applies = [(g, rd.committed_entries, self._group_apply(g, rd.committed_entries))
-                   for g, rd, _w in batch if rd.committed_entries]
+                   for g, rd, _w in batch if rd.committed_entries and id(rd) not in early]
+        for _g, rd, _w in batch:
+            early.discard(id(rd))
         if writes:
             self.stats["persists"] += 1
         self._job = (batch, writes, persisted_msgs, applies, compacts)
@@ -751,14 +777,13 @@ class Node:
                 continue
             batch, writes, persisted_msgs, applies, compacts = job = self._job
             t0 = time.perf_counter()
-            gapplies = [a[2] for a in applies]
             if self.cfg.storage_thread:
                 if self._writer_thread is None:
                     self._writer_thread = WriterThread()
                 results = await self._writer_thread.call(
-                    self._storage_work, writes, persisted_msgs, gapplies, compacts)
+                    self._storage_work, writes, persisted_msgs, [a[2] for a in applies], compacts)
             else:
-                results = await self._storage_inline(writes, persisted_msgs, gapplies, compacts)
+                results = await self._storage_inline(batch, writes, persisted_msgs, applies, compacts)
             self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
             self._job = None
             self._done = (job, results)
@@ -766,8 +791,15 @@ class Node:
 
     def _finish_job(self) -> None:
         """In the loop: answer the writes, finish (serve reads, advance) the job's groups."""
-        (batch, _writes, _pm, applies, compacts), results = self._done
+        (batch, writes, _pm, applies, compacts), results = self._done
         self._done = None
+        for w in writes:
+            g = self.groups.get(w.group_id)
+            if g is not None:
+                if w.entries:
+                    g.durable_last = w.entries[-1].index
+                elif w.snapshot is not None:
+                    g.durable_last = max(g.durable_last, w.snapshot.metadata.index)
         if results is not None:
             for (g, ents, ga), res in zip(applies, results):
                 self._on_applied(g, ents, ga, res)
@@ -802,25 +834,58 @@ class Node:
                 else:
                     self._send(gid, m)
 
-    async def _storage_inline(self, writes, persisted_msgs, applies, compacts):
-        """The same as _storage_work, on the loop's own thread: no thread hand-off (and no
-        wait for the GIL to come back); it yields once after the persist so the peer
-        senders put the persisted messages on the wire before the apply runs."""
+    async def _storage_inline(self, batch, writes, persisted_msgs, applies, compacts):
+        """The storage calls of a job on the loop's own thread: no thread hand-off (and no
+        wait for the GIL to come back). Between the persist and the apply it yields so the
+        peer senders put the persisted messages on the wire and the loop takes in what arrived
+        during the fsync; Readies that then need only an apply (typically a leader learning
+        that its entries committed) join this job's apply instead of waiting for the next job:
+        that takes a whole persist off the commit-to-reply path."""
         store = self.store
         write_turn = getattr(store, "write_turn", None)
         if write_turn is not None and writes and applies:
-            results = write_turn(writes, applies)  # one transaction, one fsync for both
+            results = write_turn(writes, [a[2] for a in applies])  # one transaction, one fsync
             if persisted_msgs:
                 self._send_persisted(persisted_msgs)
         else:
             if writes:
                 store.persist(writes)
-            if persisted_msgs:
+                if persisted_msgs:
+                    self._send_persisted(persisted_msgs)
+                for _ in range(3):  # the server tasks read the sockets, then the loop turns
+                    await trio.lowlevel.checkpoint()
+                self._absorb_apply_only(batch, applies)
+            elif persisted_msgs:
                 self._send_persisted(persisted_msgs)
-                await trio.lowlevel.checkpoint()
-            results = store.apply(applies) if applies else None
+            results = store.apply([a[2] for a in applies]) if applies else None
         self._compact(compacts)
         return results
+
+    def _absorb_apply_only(self, batch: list, applies: list) -> None:
+        """Pull applies of queued Readies into the running job (see _storage_inline): a Ready
+        that needs no persist joins the job whole; one that also has entries to persist gets
+        its committed entries applied now if they are already on our disk (a leader's usual
+        case), and is persisted and advanced with the next job."""
+        if not self._write_queue:
+            return
+        keep = []
+        for item in self._write_queue:
+            g, rd, write = item
+            if write is not None:
+                keep.append(item)
+                ents = rd.committed_entries
+                if ents and id(rd) not in self._early_applied and ents[-1].index <= g.durable_last:
+                    applies.append((g, ents, self._group_apply(g, ents)))
+                    self._early_applied.add(id(rd))
+                    self.stats["applied_early"] += 1
+                continue
+            if rd.persisted_messages:  # nothing of this Ready to persist: send now
+                self._send_persisted([(g.gid, rd.persisted_messages)])
+                rd.persisted_messages = []
+            applies.append((g, rd.committed_entries, self._group_apply(g, rd.committed_entries)))
+            batch.append(item)
+            self.stats["absorbed"] += 1
+        self._write_queue = keep
 
     def _storage_work(self, writes, persisted_msgs, applies, compacts):
         """Runs in the worker thread: persist (one fsync), let the loop send, apply."""
@@ -899,6 +964,12 @@ class Node:
         if w is None or w.done:
             return
         w.done = True
+        if w.t_prop and w.t_commit:  # where a write's time went, summed (see status)
+            st = self.stats
+            st["writes_timed"] += 1
+            st["write_queue_s"] += w.t_prop - (w.deadline - self.cfg.request_timeout_s)
+            st["write_replicate_s"] += w.t_commit - w.t_prop
+            st["write_apply_s"] += time.monotonic() - w.t_commit
         if isinstance(res, Rejected):
             self._error(w.conn, w.rid, Status.INVALID, res.reason, g)
             return

@@ -155,7 +155,13 @@ def main() -> int:
             st = c.status(i)["stats"]
             print(f"node {i}: turns {st['turns']} (Readies per turn {st['readies'] / max(1, st['turns']):.1f}), "
                   f"storage jobs with a persist {st['persists']}, proposed {st['proposed']}, "
-                  f"applied entries {st['applied_entries']}; writer busy {st['storage_ms'] / 1000:.1f} s")
+                  f"applied entries {st['applied_entries']}; writer busy {st['storage_ms'] / 1000:.1f} s; "
+                  f"absorbed {st.get('absorbed', 0)}, applied early {st.get('applied_early', 0)}")
+            if st.get("writes_timed"):
+                n = st["writes_timed"]
+                print(f"   a write on its leader, mean ms: arrival to proposal "
+                      f"{st['write_queue_s'] / n * 1000:.1f}, to commit {st['write_replicate_s'] / n * 1000:.1f}, "
+                      f"to reply {st['write_apply_s'] / n * 1000:.1f}")
     return 0
 
 
