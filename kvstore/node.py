@@ -795,11 +795,8 @@ class Node:
         self._done = None
         for w in writes:
             g = self.groups.get(w.group_id)
-            if g is not None:
-                if w.entries:
-                    g.durable_last = w.entries[-1].index
-                elif w.snapshot is not None:
-                    g.durable_last = max(g.durable_last, w.snapshot.metadata.index)
+            if g is not None and (w.entries or w.snapshot is not None):
+                g.durable_last = self.store.group(w.group_id).last_index()  # as persisted
         if results is not None:
             for (g, ents, ga), res in zip(applies, results):
                 self._on_applied(g, ents, ga, res)
