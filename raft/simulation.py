@@ -157,7 +157,7 @@ class FaultRates:
             restart_ticks=rng.choice([(0, 3), (1, 30), (10, 100)]),
             leader_focus=rng.choice([0.0, 0.5, 0.9]),
             pause=some([0.005, 0.02, 0.05]),
-            pause_ticks=rng.choice([(1, 10), (5, 40)]),
+            pause_ticks=rng.choice([(1, 10), (5, 40), (20, 60)]),
             propose=rng.choice([0.1, 0.3, 0.8]),
             read=rng.choice([0.0, 0.1, 0.4]),
             conf_change=some([0.005, 0.02, 0.05]),
@@ -1236,7 +1236,10 @@ def fault_step(c: Cluster) -> None:
             c.restart(node)
     # Clients: to the leader they last heard of (maybe paused or stale), to a node that
     # believes it leads, or to any node.
-    if c.client_leader is None or rng.random() < 0.1:
+    cached = c.client_leader
+    # A client learns of a new leader when a request fails; one to a paused node just hangs
+    # until the client's timeout, so it keeps trying the paused node for a while.
+    if cached is None or rng.random() < (0.02 if cached.paused_until > c.now else 0.1):
         c.client_leader = c.some_leader()
     for kind, rate, to_leader in (("write", r.propose, 0.8), ("read", r.read, 0.5)):
         live = c.live()
