@@ -9,7 +9,9 @@ Theory of operation
   (bucket -> GC horizon: set when a GC pass starts; reads as of older times raise
   HistoryCompacted instead of answering from a history GC may have thinned).
 - Every write method is ONE write transaction (`_write`): persist for all groups of a turn,
-  apply for all groups of a turn. The function building the transaction is pure with respect
+  apply for all groups of a turn, or both (`write_turn`: the persist first, then the apply,
+  one commit, so the applied index never runs ahead of or apart from the log and data it
+  covers). The function building the transaction is pure with respect
   to memory: it returns the cache updates, which are published only after a successful commit,
   so a failed or retried transaction leaves no trace.
 - MapFullError: the transaction is aborted, the map doubled (after waiting for in-flight read
@@ -627,42 +629,68 @@ class NodeStore:
         the stored applied index: it was applied before). See commands.py for results."""
         batch = list(batch)
 
+        return self._write(lambda txn: self._apply_in(txn, batch, {}))
+
+    def write_turn(self, writes: Iterable[GroupWrite], applies: Iterable[GroupApply]
+                   ) -> list[list]:
+        """`persist(writes)` then `apply(applies)` in ONE write transaction (one commit, one
+        fsync): all or nothing, the applied indexes commit together with the data and the
+        log. Returns what `apply` returns. An apply may cover entries persisted by the same
+        call (the writes come first inside the transaction)."""
+        writes = list(writes)
+        applies = list(applies)
+
         def fn(txn):
-            pending: dict[int, ApplyState] = {}
-            confs: dict[int, ConfState] = {}
-            out = []
-            for ga in batch:
-                gid = ga.group_id
-                st = pending.get(gid) or self._applies.get(gid) or self._load_apply(txn, gid)
-                floor = self._group_in(txn, gid, {}).snapshot.metadata.index
-                if st.applied_index < floor:  # a Raft snapshot (e.g. bootstrap) covers these
-                    st = ApplyState(ga.bucket, floor, st.last_version)
-                gp = group_prefix(gid)
-                applier = mvcc.Applier(txn, self._db_data, self._db_sessions, gp, ga.bucket,
-                                       st.last_version, self.session_ttl)
-                base = ga.applied_index - len(ga.commands) + 1
-                results = []
-                for i, cmd in enumerate(ga.commands):
-                    results.append(applier.run(cmd) if base + i > st.applied_index else None)
-                out.append(results)
-                if ga.applied_index > st.applied_index:
-                    st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
-                    txn.put(gp, codec.encode_apply_state(*_astuple(st)), db=self._db_apply)
-                    pending[gid] = st
-                    if ga.conf_state is not None:
-                        txn.put(gp + _CS, codec.encode_conf_state(ga.conf_state),
-                                db=self._db_raft)
-                        confs[gid] = ga.conf_state
-            groups = {gid: self._group_in(txn, gid, {}) for gid in confs}
+            pending: dict[int, GroupState] = {}
+            for w in writes:
+                pending[w.group_id] = self._persist_one(
+                    txn, w, self._group_in(txn, w.group_id, pending))
+            out, publish_apply = self._apply_in(txn, applies, pending)
 
             def publish():
-                self._applies.update(pending)
-                for gid, cs in confs.items():
-                    self._groups[gid] = groups[gid].replace(conf_state=cs)
+                self._groups.update(pending)
+                publish_apply()
 
             return out, publish
 
         return self._write(fn)
+
+    def _apply_in(self, txn, batch: list[GroupApply], groups: dict[int, GroupState]):
+        """The apply part of a write transaction. `groups` holds the group states this
+        transaction changed already (a persist before it); returns (results, publish)."""
+        pending: dict[int, ApplyState] = {}
+        confs: dict[int, ConfState] = {}
+        out = []
+        for ga in batch:
+            gid = ga.group_id
+            st = pending.get(gid) or self._applies.get(gid) or self._load_apply(txn, gid)
+            floor = self._group_in(txn, gid, groups).snapshot.metadata.index
+            if st.applied_index < floor:  # a Raft snapshot (e.g. bootstrap) covers these
+                st = ApplyState(ga.bucket, floor, st.last_version)
+            gp = group_prefix(gid)
+            applier = mvcc.Applier(txn, self._db_data, self._db_sessions, gp, ga.bucket,
+                                   st.last_version, self.session_ttl)
+            base = ga.applied_index - len(ga.commands) + 1
+            results = []
+            for i, cmd in enumerate(ga.commands):
+                results.append(applier.run(cmd) if base + i > st.applied_index else None)
+            out.append(results)
+            if ga.applied_index > st.applied_index:
+                st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
+                txn.put(gp, codec.encode_apply_state(*_astuple(st)), db=self._db_apply)
+                pending[gid] = st
+                if ga.conf_state is not None:
+                    txn.put(gp + _CS, codec.encode_conf_state(ga.conf_state),
+                            db=self._db_raft)
+                    confs[gid] = ga.conf_state
+        cgroups = {gid: self._group_in(txn, gid, groups) for gid in confs}
+
+        def publish():
+            self._applies.update(pending)
+            for gid, cs in confs.items():
+                self._groups[gid] = cgroups[gid].replace(conf_state=cs)
+
+        return out, publish
 
     def applied_index(self, group_id: int) -> int:
         """The index of the last applied entry (at least the Raft snapshot's index: the state

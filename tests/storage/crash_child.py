@@ -6,6 +6,11 @@ printed only after the call returned, i.e. once the batch is durable. On start, 
 were persisted but not applied are applied first (what a node does after a crash).
 The command of entry i of group g depends only on (g, i), so the parent can rebuild the
 expected state: see `command`.
+
+Mode "turn" (third argument) does what a node with `write_turn` does: each batch persists new
+entries AND applies a random prefix of the not yet applied ones (possibly including the
+entries persisted by the same call) in one `write_turn`, then prints `P <index>` and
+`A <applied index>`.
 """
 
 from __future__ import annotations
@@ -36,23 +41,40 @@ def apply_range(store: NodeStore, lo: int, hi: int) -> None:
     store.apply(batch)
 
 
-def main(path: str, seed: int) -> None:
+def group_applies(lo: int, hi: int) -> list[GroupApply]:
+    return [GroupApply(g, g, hi, [command(g, i) for i in range(lo, hi + 1)])
+            for g in range(1, GROUPS + 1)]
+
+
+def main(path: str, seed: int, mode: str = "split") -> None:
     rng = random.Random(seed)
     store = NodeStore.open(path)
     applied = store.applied_index(1)
     last = store.group(1).last_index()
-    if last > applied:
+    if last > applied and mode != "turn":
         apply_range(store, applied + 1, last)
     print(f"R {applied} {last}", flush=True)
     n = last
     while True:
         k = rng.randint(1, 6)
         hi = n + k
-        store.persist([
+        writes = [
             GroupWrite(g, entries=[Entry(1, i, data=encode_command(command(g, i)))
                                    for i in range(n + 1, hi + 1)],
                        hard_state=HardState(1, 0, hi))
-            for g in range(1, GROUPS + 1)])
+            for g in range(1, GROUPS + 1)]
+        if mode == "turn":
+            upto = rng.randint(applied, hi)
+            store.write_turn(writes, group_applies(applied + 1, upto) if upto > applied else [])
+            print(f"P {hi}", flush=True)
+            print(f"A {upto}", flush=True)
+            applied, n = upto, hi
+            if rng.random() < 0.05 and applied > 1:
+                g = rng.randint(1, GROUPS)
+                store.compact(g, max(1, applied - 10))  # only applied entries
+                store.gc(g, (applied - 30) * 10, max_keys=rng.randint(1, 50))
+            continue
+        store.persist(writes)
         print(f"P {hi}", flush=True)
         apply_range(store, n + 1, hi)
         print(f"A {hi}", flush=True)
@@ -64,4 +86,4 @@ def main(path: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])

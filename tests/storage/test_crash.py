@@ -28,10 +28,10 @@ BUDGET_S = float(os.environ.get("KVSTORE_CRASH_SECONDS", "180" if SLOW else "18"
 CHILD = Path(child.__file__)
 
 
-def run_child(path, seed: int, rng: random.Random) -> tuple[int, int]:
+def run_child(path, seed: int, rng: random.Random, mode: str = "split") -> tuple[int, int]:
     """Start the writer, kill it after a random number of reports (plus a random instant);
     return the highest persisted / applied index it reported."""
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(seed)],
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(seed), mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     persisted = applied = 0
     want = rng.randint(1, 120)
@@ -116,16 +116,19 @@ def check(path, persisted: int, applied: int) -> int:
         return done
 
 
-def test_sigkill_never_loses_or_half_applies(tmp_path):
+@pytest.mark.parametrize("mode", ["split", "turn"])
+def test_sigkill_never_loses_or_half_applies(tmp_path, mode):
+    """split: persist then apply (two transactions); turn: write_turn (persist + apply in one
+    transaction, the apply lagging the persist like a node's)."""
     seed = int(os.environ.get("KVSTORE_SEED", "20261127"))
     rng = random.Random(seed)
     path = tmp_path / "store"
     start = time.monotonic()
     rounds = 0
-    while time.monotonic() - start < BUDGET_S or rounds < 3:
+    while time.monotonic() - start < BUDGET_S / 2 or rounds < 3:
         child_seed = rng.getrandbits(32)
         try:
-            persisted, applied = run_child(path, child_seed, rng)
+            persisted, applied = run_child(path, child_seed, rng, mode)
             check(path, persisted, applied)
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}, round {rounds}, child seed {child_seed}: "
@@ -136,10 +139,11 @@ def test_sigkill_never_loses_or_half_applies(tmp_path):
 
 @pytest.mark.skipif(not SLOW, reason="set KVSTORE_SLOW=1")
 @pytest.mark.slow
-def test_sigkill_many_seeds(tmp_path):
+@pytest.mark.parametrize("mode", ["split", "turn"])
+def test_sigkill_many_seeds(tmp_path, mode):
     for seed in range(10):
         rng = random.Random(seed)
         path = tmp_path / f"s{seed}"
         for _ in range(15):
-            persisted, applied = run_child(path, rng.getrandbits(32), rng)
+            persisted, applied = run_child(path, rng.getrandbits(32), rng, mode)
             check(path, persisted, applied)

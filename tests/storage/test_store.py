@@ -205,6 +205,63 @@ def test_apply_advances_index_and_conf_state(store):
     assert store.get(1, b"k") is None
 
 
+def test_write_turn_persists_then_applies_in_one_transaction(store, tmp_path):
+    data = [encode_command(Put(b"k%d" % i, b"v%d" % i, 10 * i)) for i in (1, 2, 3)]
+    # apply covers entries written by the same call (writes come first in the transaction)
+    res = store.write_turn(
+        [GroupWrite(1, entries=[Entry(1, 1, data=data[0]), Entry(1, 2, data=data[1])],
+                    hard_state=HardState(1, 1, 2)),
+         GroupWrite(2, entries=[Entry(1, 1)], hard_state=HardState(1, 1, 0))],
+        [GroupApply(1, 1, 2, [decode_command(d) for d in data[:2]])])
+    assert res == [[10, 20]]
+    assert store.group(1).last_index() == 2 and store.applied_index(1) == 2
+    assert store.group(2).last_index() == 1 and store.applied_index(2) == 0
+    assert store.get(1, b"k2") == (b"v2", 20)
+    # the group state cache and the conf state of an apply both survive a persist in the turn
+    cs = ConfState(voters=(1, 2, 3))
+    res = store.write_turn([GroupWrite(1, entries=[Entry(2, 3, data=data[2])],
+                                       hard_state=HardState(2, 1, 3))],
+                           [GroupApply(1, 1, 3, [decode_command(data[2])], conf_state=cs)])
+    assert res == [[30]]
+    st = store.group(1)
+    assert st.last_index() == 3 and st.term(3) == 2
+    assert st.initial_state() == (HardState(2, 1, 3), cs)
+    # re-applied entries are skipped, and an empty part is allowed
+    assert store.write_turn([], [GroupApply(1, 1, 3, [decode_command(data[2])])]) == [[None]]
+    assert store.write_turn([GroupWrite(3, hard_state=HardState(5, 0, 0))], []) == []
+    assert store.group(3).initial_state()[0] == HardState(5, 0, 0)
+
+
+def test_write_turn_is_all_or_nothing(store, monkeypatch):
+    store.persist([GroupWrite(1, entries=[Entry(1, 1)], hard_state=HardState(1, 1, 1))])
+    # a bad write after a good one: nothing of the turn is there, not the apply either
+    with pytest.raises(InvalidInput, match="gap"):
+        store.write_turn([GroupWrite(1, entries=[Entry(1, 2)]),
+                          GroupWrite(2, entries=[Entry(1, 4)])],
+                         [GroupApply(1, 1, 1, [Put(b"a", b"1", 5)])])
+    assert store.group(1).last_index() == 1 and store.applied_index(1) == 0
+    assert store.get(1, b"a") is None
+    # a failing apply undoes the turn's persist as well
+    import storage.mvcc
+
+    def boom(self, cmd):
+        raise RuntimeError("boom")
+
+    with monkeypatch.context() as m:
+        m.setattr(storage.mvcc.Applier, "run", boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            store.write_turn([GroupWrite(1, entries=[Entry(1, 2)],
+                                         hard_state=HardState(1, 1, 2))],
+                             [GroupApply(1, 1, 1, [Put(b"a", b"1", 5)])])
+    assert store.group(1).last_index() == 1 and store.group(1).initial_state()[0].commit == 1
+    assert store.applied_index(1) == 0
+    # and a reopened store agrees with the cache
+    path = store.path
+    store.close()
+    with NodeStore.open(path, sync=False) as again:
+        assert again.group(1).last_index() == 1 and again.applied_index(1) == 0
+
+
 # -- versions and sessions ---------------------------------------------------------------------
 
 
