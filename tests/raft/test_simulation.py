@@ -31,7 +31,7 @@ from raft.types import ConfState, Entry, HardState, Role
 # ---------------------------------------------------------------------------------------------
 # Seeded schedules (the default suite runs a few hundred; scripts/sim.py runs thousands)
 
-SEEDS_3 = int(os.environ.get("KVSTORE_SIM_SEEDS", "400"))
+SEEDS_3 = int(os.environ.get("KVSTORE_SIM_SEEDS", "800"))
 SEEDS_5 = max(SEEDS_3 // 4, 1)
 STEPS = 200
 
