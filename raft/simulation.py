@@ -92,11 +92,12 @@ class SimulationFailure(AssertionError):
         self.error = error
         self.trace = trace
         self.invariant = getattr(error, "invariant", type(error).__name__)
-        super().__init__(f"seed {seed}: {self.invariant}: {error}")
+        super().__init__(f"seed {seed}: {error if hasattr(error, 'invariant') else repr(error)}")
 
     def report(self, events: int = TRACE_EVENTS) -> str:
         trace = self.trace[-events:] if events > 0 else []
-        lines = [f"seed {self.seed} FAILED: {self.invariant}: {self.error}"]
+        detail = getattr(self.error, "detail", None) or repr(self.error)
+        lines = [f"seed {self.seed} FAILED: {self.invariant}: {detail}"]
         if self.rates is not None:
             lines.append(f"fault rates: {self.rates.describe()}")
         lines.append(f"last {len(trace)} events:")

@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace, mutation) -> int:
                 if len(failures) == 1:
                     print(f"mutation {mutation.name} caught by seed {seed} after {done} "
                           f"seed(s): {f.invariant}")
-                    print(f"  {f.error}")
+                    print(f.report(args.trace) if args.seeds == 1 else f"  {f.error}")
                 if not args.keep_going:
                     return 0
                 continue
