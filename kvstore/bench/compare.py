@@ -311,10 +311,19 @@ def main(argv: list[str]) -> int:
     try:
         run_compare(args, results)
     except BaseException as exc:
-        if not is_interrupt(exc):
+        # what was measured before the failure is still written out below
+        if is_interrupt(exc):
+            print("\ncompare: interrupted; everything it started was stopped", file=sys.stderr)
+            rc = 130
+        elif isinstance(exc, Exception):
+            import traceback
+
+            traceback.print_exc()
+            print(f"compare: stopped by an error ({type(exc).__name__}: {exc}); everything it started "
+                  f"was stopped", file=sys.stderr)
+            rc = 1
+        else:
             raise
-        print("\ncompare: interrupted; everything it started was stopped", file=sys.stderr)
-        rc = 130
     if not results:
         return rc
     md = markdown(results, args, command)

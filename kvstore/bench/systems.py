@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 READY_TIMEOUT_S = 60.0
@@ -140,8 +141,9 @@ class System:
     replicas = 1
 
     def __init__(self, base_dir: str) -> None:
-        self.dir = os.path.join(base_dir, self.name)
-        os.makedirs(self.dir, exist_ok=True)
+        # a fresh directory per start: a store never sees data of an earlier run (or round)
+        os.makedirs(base_dir, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix=self.name + "-", dir=base_dir)
         self.procs = _Processes(self.dir)
         self.endpoints: list[str] = []
 
@@ -165,6 +167,7 @@ class System:
 
     def __exit__(self, *exc) -> None:
         self.procs.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def start(self) -> None:
         raise NotImplementedError
