@@ -1,14 +1,14 @@
 """Mutation checks: break one rule of the Raft core (monkeypatched, undone after each test)
 and confirm the simulator catches it. A simulator that passes a broken core proves nothing.
 
-The default suite checks the mutations the seeded simulator catches within a few dozen
-seeds; the rarer ones (they need a longer chain of faults) run with KVSTORE_SLOW=1, and
-`scripts/sim.py --mutation NAME --seeds N --keep-going` measures how often each is caught.
+Each test runs seeds until the mutation is caught, within a budget it misses with < 0.1%
+chance at the catch rate measured per seed; `scripts/sim.py --mutation NAME --seeds N
+--keep-going` measures those rates (README, Raft core / Simulation). Two mutations are not in
+these tests because random schedules almost never reach them: `vote_before_persist` and
+`commit_previous_term` (Figure 8; the directed test in test_paper.py catches that one).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,9 +18,6 @@ from raft.simulation import SimulationFailure, run_seed
 from raft.simulation_mutations import MUTATIONS
 
 from .test_stateful import RaftCluster
-
-slow = pytest.mark.skipif(os.environ.get("KVSTORE_SLOW") != "1", reason="KVSTORE_SLOW=1")
-
 
 def seeds_to_catch(name: str, budget: int, *, nodes: int = 3, start: int = 0) -> tuple[int, str]:
     """Run seeds from `start` with mutation `name` until one fails; (seeds run, invariant)."""
@@ -41,25 +38,12 @@ INVARIANTS = {"election_safety", "leader_append_only", "log_matching", "leader_c
     ("name", "budget"),
     # Budgets: the chance to miss, at the catch rate measured per seed (README), is < 0.1%.
     [("minority_quorum", 10), ("vote_without_log_check", 60),
-     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 400)],
+     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 400),
+     ("vote_not_persisted", 1500)],
 )
 def test_simulator_catches_mutation(name: str, budget: int) -> None:
     _, invariant = seeds_to_catch(name, budget)
     assert invariant in INVARIANTS  # a named invariant, not a crash of the simulator
-
-
-@slow
-@pytest.mark.parametrize(
-    ("name", "budget", "expected"),
-    [
-        ("read_index_without_heartbeat", 3000, {"linearizable_reads"}),
-        ("vote_not_persisted", 5000, INVARIANTS),
-        ("vote_before_persist", 8000, INVARIANTS),
-    ],
-)
-def test_simulator_catches_rare_mutation(name: str, budget: int, expected: set[str]) -> None:
-    _, invariant = seeds_to_catch(name, budget)
-    assert invariant in expected
 
 
 def test_mutations_are_undone() -> None:
