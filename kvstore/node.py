@@ -13,9 +13,11 @@ queued by other tasks with plain synchronous calls and wake the loop. One turn o
    storage (heartbeats, read states) is finished at once; the others go to the writer.
 
 3. the loop hands every queued Ready to the writer task as ONE job; the writer persists all
-   their entries / hard states / snapshots in one transaction (one fsync), sends their
-   `persisted_messages`, applies all their committed entries in one more transaction (or both
-   in one, if the store offers `write_turn`), and posts the results back;
+   their entries / hard states / snapshots and applies all their committed entries in ONE
+   transaction (`write_turn`: one commit, one fsync), answers the writes whose results that
+   produced just before the commit (see `_answer_early`), sends the `persisted_messages`
+   after it, and posts the results back. Committed entries that become known while a job
+   runs go with the next job;
 4. the loop answers the waiting writes, serves reads whose read index is applied, and
    `advance`s those groups.
 
@@ -833,30 +835,71 @@ class Node:
 
     async def _storage_inline(self, batch, writes, persisted_msgs, applies, compacts):
         """The storage calls of a job on the loop's own thread: no thread hand-off (and no
-        wait for the GIL to come back). Between the persist and the apply it yields so the
-        peer senders put the persisted messages on the wire and the loop takes in what arrived
-        during the fsync; Readies that then need only an apply (typically a leader learning
-        that its entries committed) join this job's apply instead of waiting for the next job:
-        that takes a whole persist off the commit-to-reply path."""
+        wait for the GIL to come back). With `write_turn` the job is one commit; its writes
+        are answered just before that commit (their entries are committed already), so a
+        write's reply waits for no fsync of the leader's apply. A store without it gets a
+        persist, then a yield (the peer senders put the persisted messages on the wire and
+        the loop takes in what arrived during the fsync; Readies that then need only an apply
+        join this job's apply), then an apply."""
         store = self.store
         write_turn = getattr(store, "write_turn", None)
-        if write_turn is not None and writes and applies:
-            results = write_turn(writes, [a[2] for a in applies])  # one transaction, one fsync
+        if write_turn is not None:
+            # Let the peer senders put this turn's messages (a leader's appends) on the wire
+            # before the commit blocks the thread: the followers' persist then runs in
+            # parallel with ours instead of after it.
+            await trio.lowlevel.checkpoint()
+            # one transaction, one commit (one fsync) for the whole job; applies of Readies
+            # that arrive meanwhile go with the next job (also one commit) rather than cost
+            # this one a second commit
+            t0 = time.perf_counter()
+            answer = functools.partial(self._answer_early, applies) if self._pending else None
+            results = write_turn(writes, [a[2] for a in applies], answer)
+            self.stats["store_calls_ms"] += (time.perf_counter() - t0) * 1000
             if persisted_msgs:
                 self._send_persisted(persisted_msgs)
-        else:
-            if writes:
-                store.persist(writes)
-                if persisted_msgs:
-                    self._send_persisted(persisted_msgs)
-                for _ in range(3):  # the server tasks read the sockets, then the loop turns
-                    await trio.lowlevel.checkpoint()
-                self._absorb_apply_only(batch, applies)
-            elif persisted_msgs:
+            self._compact(compacts)
+            return results if applies else None
+        # a store without write_turn: persist, then apply in a second transaction
+        if writes:
+            store.persist(writes)
+            if persisted_msgs:
                 self._send_persisted(persisted_msgs)
-            results = store.apply([a[2] for a in applies]) if applies else None
+            for _ in range(3):  # the server tasks read the sockets, then the loop turns
+                await trio.lowlevel.checkpoint()
+            self._absorb_apply_only(batch, applies)
+        elif persisted_msgs:
+            self._send_persisted(persisted_msgs)
+        results = store.apply([a[2] for a in applies]) if applies else None
         self._compact(compacts)
         return results
+
+    def _answer_early(self, applies: list, results: list) -> None:
+        """Called by the store with a job's apply results just before its commit (and fsync):
+        answer the waiting writes now. Safe because these entries are committed (durable on
+        a majority) and their results depend on the log alone: if this commit is lost, the
+        entries are applied again with the same results. Reads still wait for the commit
+        (they are served only once `applied` moved, after it). The replies go on the wire at
+        once, before the commit blocks this thread."""
+        pending = self._pending
+        conns = set()
+        for (g, ents, ga), res in zip(applies, results):
+            for e, cmd, r in zip(ents, ga.commands, res):
+                if r is None or len(e.data) <= 8:
+                    continue
+                waiters = pending.get(_PID.unpack_from(e.data)[0])
+                if not waiters:
+                    continue
+                if len(waiters) == 1 and not isinstance(cmd, Batch):
+                    rs = (r,)
+                else:
+                    rs = r if isinstance(r, list) else [r] * len(waiters)
+                for w, wr in zip(waiters, rs):
+                    if w is not None and not w.done:
+                        self._answer(w, wr, g)
+                        conns.add(w.conn)
+        for conn in conns:
+            conn.flush_now()
+        self.stats["answered_early"] = self.stats.get("answered_early", 0) + len(conns)
 
     def _absorb_apply_only(self, batch: list, applies: list) -> None:
         """Pull applies of queued Readies into the running job (see _storage_inline): a Ready
@@ -895,9 +938,9 @@ class Node:
     def _storage_work_inner(self, writes, persisted_msgs, applies, compacts):
         store = self.store
         write_turn = getattr(store, "write_turn", None)
-        if write_turn is not None and writes and applies:
+        if write_turn is not None and (writes or applies):
             # one transaction, one fsync for both (a store that offers it)
-            results = write_turn(writes, applies)
+            results = write_turn(writes, applies) if applies else write_turn(writes, []) and None
             if persisted_msgs:
                 self._token.run_sync_soon(self._send_persisted, persisted_msgs)
         else:

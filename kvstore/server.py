@@ -16,6 +16,7 @@ good frame gets its own INVALID reply. Nothing a client sends can stop the node.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import trio
@@ -46,6 +47,9 @@ class ClientConn:
         self._replies: list = []
         self._wake = trio.Event()
         self._room = trio.Event()
+        self._idle = False  # the writer task is parked waiting for replies
+        self._tail = b""  # the unsent rest of a frame `flush_now` started
+        self._tail_items = 0
 
     def reply(self, rid, status: int, payload) -> None:
         if self.closed:
@@ -68,11 +72,49 @@ class ClientConn:
             self._room = trio.Event()
             await self._room.wait()
 
+    def flush_now(self) -> None:
+        """Put the queued replies on the wire now with one non-blocking send, without waiting
+        for the writer task: the node calls this just before its thread blocks in a storage
+        commit. Only while the writer task is parked (so no send of its own is under way);
+        whatever the socket does not take is left to the writer task, which sends it first."""
+        if self.closed or not self._idle or not self._replies or self._tail:
+            return
+        batch = self._replies[:REPLY_FRAME_ITEMS]
+        try:
+            frame = encode_frame(batch)
+            fd = self.stream.socket.fileno()
+        except Exception:
+            return  # the writer task handles it (splitting a frame too large)
+        del self._replies[:REPLY_FRAME_ITEMS]
+        try:
+            n = os.write(fd, frame)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = 0  # the writer task's send will see the error and close
+        if n < len(frame):
+            self._tail = frame[n:]
+            self._tail_items = len(batch)
+            self._wake.set()
+        else:
+            self._sent(len(batch))
+
     async def writer(self) -> None:
         while not self.closed:
+            if self._tail:
+                tail, n = self._tail, self._tail_items
+                with trio.fail_after(SEND_TIMEOUT_S):
+                    await self.stream.send_all(tail)
+                self._tail, self._tail_items = b"", 0
+                self._sent(n)
+                continue
             if not self._replies:
                 self._wake = trio.Event()
-                await self._wake.wait()
+                self._idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._idle = False
                 continue
             batch = self._replies[:REPLY_FRAME_ITEMS]
             del self._replies[:REPLY_FRAME_ITEMS]

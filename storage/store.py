@@ -631,12 +631,18 @@ class NodeStore:
 
         return self._write(lambda txn: self._apply_in(txn, batch, {}))
 
-    def write_turn(self, writes: Iterable[GroupWrite], applies: Iterable[GroupApply]
-                   ) -> list[list]:
+    def write_turn(self, writes: Iterable[GroupWrite], applies: Iterable[GroupApply],
+                   before_commit=None) -> list[list]:
         """`persist(writes)` then `apply(applies)` in ONE write transaction (one commit, one
         fsync): all or nothing, the applied indexes commit together with the data and the
         log. Returns what `apply` returns. An apply may cover entries persisted by the same
-        call (the writes come first inside the transaction)."""
+        call (the writes come first inside the transaction).
+
+        `before_commit(results)`, if given, is called with the apply results once the
+        transaction is built, just before its commit (again if the transaction is retried
+        after a map resize). It must not call the store. Results of committed Raft entries
+        are a function of the log alone, so a caller may act on them then (e.g. answer a
+        client): if the commit fails, re-applying the same entries gives the same results."""
         writes = list(writes)
         applies = list(applies)
 
@@ -646,6 +652,8 @@ class NodeStore:
                 pending[w.group_id] = self._persist_one(
                     txn, w, self._group_in(txn, w.group_id, pending))
             out, publish_apply = self._apply_in(txn, applies, pending)
+            if before_commit is not None and out:
+                before_commit(out)
 
             def publish():
                 self._groups.update(pending)
