@@ -137,6 +137,8 @@ class FaultRates:
     # Per-seed knobs of the core (small messages split appends: more interleavings).
     max_size_per_msg: int = 4096
     max_inflight_msgs: int = 16
+    pre_vote: bool = True
+    check_quorum: bool = True
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
@@ -166,6 +168,8 @@ class FaultRates:
             unreachable=some([0.1, 0.5]),
             max_size_per_msg=rng.choice([1, 64, 4096]),
             max_inflight_msgs=rng.choice([1, 4, 256]),
+            pre_vote=rng.random() < 0.75,
+            check_quorum=rng.random() < 0.75,
         )
 
     def describe(self) -> str:
@@ -447,8 +451,8 @@ class Cluster:
             heartbeat_tick=self.heartbeat_tick,
             max_size_per_msg=self.max_size_per_msg,
             max_inflight_msgs=self.max_inflight_msgs,
-            check_quorum=True,
-            pre_vote=True,
+            check_quorum=self.rates.check_quorum,
+            pre_vote=self.rates.pre_vote,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
         )
