@@ -183,7 +183,10 @@ def _run_one(system, name: str, wl: str, args, load: bool) -> dict:
 
 def _median(values: list[float]) -> float | None:
     values = sorted(v for v in values if v is not None)
-    return values[(len(values) - 1) // 2] if values else None
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def _combine(runs: list[dict]) -> dict:

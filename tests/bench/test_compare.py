@@ -2,7 +2,7 @@
 
 import argparse
 
-from kvstore.bench.compare import markdown
+from kvstore.bench.compare import _median, markdown
 
 
 def _report(name, ops, p99, durability="d"):
@@ -38,6 +38,7 @@ def test_rounds_are_combined_into_medians_with_a_range():
     assert "median of 3 rounds" in md
     row = next(line for line in md.splitlines() if line.startswith("| W | kvstore |"))
     assert "| 2000 (1000–3000) |" in row and "| 20.0 |" in row
+    assert _median([1.0, 4.0]) == 2.5
     row = next(line for line in md.splitlines() if line.startswith("| W | etcd |"))
     assert "2.00×" in row and "0.50×" in row
 
