@@ -242,8 +242,9 @@ def markdown(results: list[dict], args, command: str) -> str:
             ops = f"{row['ops']:.0f}"
             if row["rounds"] > 1:
                 ops += f" ({row['ops_min']:.0f}–{row['ops_max']:.0f})"
+            cpu = "-" if row["cpu_us"] is None else f"{row['cpu_us']:.0f}"
             lines.append(f"| {wl} | {s} | {ops} | {fmt(row['p50'])} | {fmt(row['p99'])} | {row['errors']} | "
-                         f"{row['cpu_us'] or '-'} | {ratio_ops} | {ratio_p99} |")
+                         f"{cpu} | {ratio_ops} | {ratio_p99} |")
     lines += ["", "| store | what an acknowledged write survives; reads |", "|---|---|"]
     for s in systems_seen:
         rep = next((r["report"] for r in results if r["system"] == s and "report" in r), None)
