@@ -458,6 +458,7 @@ class Node:
             "peers": {str(k): v for k, v in (self.transport.statistics() if self.transport else {}).items()},
             "uptime_s": round(time.monotonic() - self.started, 1),
             "stats": dict(self.stats),
+            "store": dict(self.store.write_stats) if self.store is not None else {},
             "pending_writes": sum(len(v) for v in self._pending.values()),
         }
 
@@ -783,7 +784,7 @@ class Node:
                 if self._writer_thread is None:
                     self._writer_thread = WriterThread()
                 results = await self._writer_thread.call(
-                    self._storage_work, writes, persisted_msgs, [a[2] for a in applies], compacts)
+                    self._storage_work, writes, persisted_msgs, applies, compacts)
             else:
                 results = await self._storage_inline(batch, writes, persisted_msgs, applies, compacts)
             self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
@@ -938,17 +939,23 @@ class Node:
     def _storage_work_inner(self, writes, persisted_msgs, applies, compacts):
         store = self.store
         write_turn = getattr(store, "write_turn", None)
-        if write_turn is not None and (writes or applies):
-            # one transaction, one fsync for both (a store that offers it)
-            results = write_turn(writes, applies) if applies else write_turn(writes, []) and None
+        gas = [a[2] for a in applies]
+        if write_turn is not None:
+            # one transaction, one fsync for both; the loop answers the writes while this
+            # thread commits (see _answer_early)
+            def answer(results):
+                self._token.run_sync_soon(self._answer_early, applies, results)
+
+            results = write_turn(writes, gas, answer) if (writes or gas) else None
             if persisted_msgs:
                 self._token.run_sync_soon(self._send_persisted, persisted_msgs)
+            results = results if gas else None
         else:
             if writes:
                 store.persist(writes)
             if persisted_msgs:
                 self._token.run_sync_soon(self._send_persisted, persisted_msgs)
-            results = store.apply(applies) if applies else None
+            results = store.apply(gas) if gas else None
         self._compact(compacts)
         return results
 

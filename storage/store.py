@@ -141,6 +141,8 @@ class NodeStore:
         self._db_meta = env.open_db(b"meta")
         self._db_gc = env.open_db(b"gc")  # bucket -> GC horizon (reads as_of below: refused)
         self._write_lock = threading.RLock()
+        # where write time goes: building transactions vs committing them (the fsyncs)
+        self.write_stats = {"commits": 0, "build_s": 0.0, "commit_s": 0.0}
         self._cache_lock = threading.Lock()
         self._groups: dict[int, GroupState] = {}
         self._applies: dict[int, ApplyState] = {}
@@ -276,10 +278,13 @@ class NodeStore:
             if self._env is None:
                 raise StoreClosed("the store is closed")
             for _ in range(_MAX_RESIZES):
+                t0 = time.perf_counter()
                 txn = self._env.begin(write=True)
                 try:
                     result, publish = fn(txn)
+                    t1 = time.perf_counter()
                     txn.commit()
+                    t2 = time.perf_counter()
                 except lmdb.MapFullError:
                     txn.abort()
                     self._grow()
@@ -293,6 +298,10 @@ class NodeStore:
                 if publish is not None:
                     with self._cache_lock:
                         publish()
+                ws = self.write_stats
+                ws["commits"] += 1
+                ws["build_s"] += t1 - t0
+                ws["commit_s"] += t2 - t1
                 return result
             raise DiskFull("the LMDB map could not be grown enough")
 
