@@ -4,11 +4,14 @@ and confirm the simulator catches it. A simulator that passes a broken core prov
 Each test runs seeds until the mutation is caught, within a budget it misses with < 0.1%
 chance at the catch rate measured per seed; `scripts/sim.py --mutation NAME --seeds N
 --keep-going` measures those rates (README, Raft core / Simulation). Two mutations are not in
-these tests because random schedules almost never reach them: `vote_before_persist` and
-`commit_previous_term` (Figure 8; the directed test in test_paper.py catches that one).
+the default suite because random schedules rarely reach them: `vote_before_persist` (about
+one seed in a thousand: KVSTORE_SLOW=1 runs it) and `commit_previous_term` (Figure 8: not
+reached in thousands of seeds; the directed test in test_paper.py catches it).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,12 +41,21 @@ INVARIANTS = {"election_safety", "leader_append_only", "log_matching", "leader_c
     ("name", "budget"),
     # Budgets: the chance to miss, at the catch rate measured per seed (README), is < 0.1%.
     [("minority_quorum", 10), ("vote_without_log_check", 60),
-     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 400),
+     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 600),
      ("vote_not_persisted", 1500)],
 )
 def test_simulator_catches_mutation(name: str, budget: int) -> None:
     _, invariant = seeds_to_catch(name, budget)
     assert invariant in INVARIANTS  # a named invariant, not a crash of the simulator
+
+
+@pytest.mark.skipif(os.environ.get("KVSTORE_SLOW") != "1", reason="slow: KVSTORE_SLOW=1")
+@pytest.mark.slow
+def test_simulator_catches_vote_sent_before_persisting() -> None:
+    # About one seed in a thousand reaches it (a vote lost between sending and persisting,
+    # then a second election in the same term): up to a few minutes.
+    _, invariant = seeds_to_catch("vote_before_persist", 7000)
+    assert invariant == "election_safety"
 
 
 def test_mutations_are_undone() -> None:
