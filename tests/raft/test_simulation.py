@@ -58,13 +58,14 @@ def test_seeded_schedules_five_nodes() -> None:
 
 
 def test_seeded_schedules_exercise_every_fault() -> None:
-    """The schedules above really do crash nodes mid-Ready, install snapshots, change
-    membership, transfer leadership and serve reads (a simulator that never does is useless)."""
+    """The schedules above really do crash nodes mid-Ready, pause them, install snapshots,
+    change membership, transfer leadership and serve reads (a simulator that never does is
+    useless). Runs after the seeded tests (it sums their statistics) or on its own."""
     if not _totals:
         _run_block(0, 30, nodes=3)
     for what in ("crashes", "crashes_mid_ready", "restarts", "snapshots_installed",
                  "conf_changes_committed", "transfers", "reads_served", "partitions",
-                 "dropped", "compactions", "applied"):
+                 "dropped", "compactions", "applied", "pauses", "proposals"):
         assert _totals[what] > 0, f"no {what} in {dict(_totals)}"
 
 
