@@ -508,6 +508,7 @@ class Cluster:
             if (rd.must_sync or rd.committed_entries) and self.rng.random() < rate:
                 crash_at = self.rng.choice(list(Stage))
         ck = self.checker
+        outbox = len(self.net.in_flight)  # what this Ready sends is queued from here on
         role_before, term_before = _role_term(raw)
         if rd.soft_state is not None:
             ck.observe_role(node.id, rd.soft_state.role, term_before)
@@ -517,7 +518,7 @@ class Cluster:
         for m in rd.messages:
             self._send(m)
         if crash_at == Stage.BEFORE_PERSIST:
-            return self._crash(node, crash_at)
+            return self._crash_mid_ready(node, crash_at, outbox)
         # 2. persist: snapshot, entries, hard state
         st = node.storage
         if rd.snapshot is not None and not rd.snapshot.is_empty():
@@ -541,12 +542,12 @@ class Cluster:
             st.set_hard_state(rd.hard_state)
             node.term_vote = (rd.hard_state.term, rd.hard_state.vote)
         if crash_at == Stage.AFTER_PERSIST:
-            return self._crash(node, crash_at)
+            return self._crash_mid_ready(node, crash_at, outbox)
         # 3. messages that had to wait for persistence
         for m in rd.persisted_messages:
             self._send(m)
         if crash_at == Stage.AFTER_SEND:
-            return self._crash(node, crash_at)
+            return self._crash_mid_ready(node, crash_at, outbox)
         # 4. apply
         if rd.snapshot is not None and not rd.snapshot.is_empty():
             node.sm = StateMachine.from_snapshot(rd.snapshot)
@@ -561,16 +562,16 @@ class Cluster:
         )
         for i, e in enumerate(rd.committed_entries):
             if cut is not None and i == cut:
-                return self._crash(node, crash_at)
+                return self._crash_mid_ready(node, crash_at, outbox)
             self._apply(node, e, term_before)
         if cut is not None:
-            return self._crash(node, crash_at)
+            return self._crash_mid_ready(node, crash_at, outbox)
         # 5. reads
         for rs in rd.read_states:
             node.ready_to_serve.append((rs.index, rs.context))
         self._serve_reads(node)
         if crash_at == Stage.BEFORE_ADVANCE:
-            return self._crash(node, crash_at)
+            return self._crash_mid_ready(node, crash_at, outbox)
         raw.advance(rd)
         self._observe(node)
         return True
@@ -694,6 +695,18 @@ class Cluster:
             self._shutdown_removed()
         if node.raw is not None:
             self._crash(node, None)
+
+    def _crash_mid_ready(self, node: SimNode, stage: Stage, outbox: int) -> bool:
+        """A crash half-way through a Ready: what the node "sent" may still have been in its
+        transport's buffers (a batch per peer per turn), so each such message is lost with
+        probability 1/2. (Losing messages is always allowed; this loses them exactly when
+        it hurts most: together with the sender's crash.)"""
+        sent = self.net.in_flight[outbox:]
+        if sent:
+            kept = [f for f in sent if self.rng.random() < 0.5]
+            self.net.in_flight[outbox:] = kept
+            self.stats["lost_in_crash"] += len(sent) - len(kept)
+        return self._crash(node, stage)
 
     def _crash(self, node: SimNode, stage: Stage | None) -> bool:
         self.log(f"n{node.id} CRASH" + (f" at {stage.name}" if stage is not None else ""))
