@@ -1,0 +1,59 @@
+"""ClientConn.flush_now: replies sent synchronously (before the node's thread blocks in a storage
+commit) arrive complete and in order, also when the socket takes only part of a frame."""
+
+import socket
+
+import trio
+import trio.testing
+
+from client.wire import FrameDecoder
+from kvstore.server import ClientConn
+
+
+def test_flush_now_sends_at_once_and_the_writer_finishes_a_partial_frame():
+    async def main():
+        a, b = socket.socketpair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.setblocking(False)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        conn = ClientConn(stream, 1)
+        conn.inflight = 6
+        got: list = []
+        dec = FrameDecoder()
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.writer)
+                    await trio.testing.wait_all_tasks_blocked()
+                    # small replies: on the wire at once, without the writer task running
+                    conn.reply(1, 0, {"version": 1})
+                    conn.reply(2, 0, {"version": 2})
+                    conn.flush_now()
+                    assert conn.inflight == 4 and not conn._tail
+                    got += [r for frame in dec.feed(b.recv(65536)) for r in frame]
+                    assert [r[0] for r in got] == [1, 2]
+                    # a frame larger than the socket buffer: the rest goes via the writer task
+                    big = b"x" * 300_000
+                    conn.reply(3, 0, {"value": big})
+                    conn.reply(4, 0, {"version": 4})
+                    conn.flush_now()
+                    assert conn._tail  # only part of it was taken
+                    conn.reply(5, 0, {"version": 5})
+                    conn.flush_now()  # refused while a tail is pending: order is kept
+                    conn.reply(6, 0, {"version": 6})
+                    b.setblocking(False)
+                    while len(got) < 6:
+                        await trio.sleep(0.001)
+                        try:
+                            got += [r for frame in dec.feed(b.recv(1 << 20)) for r in frame]
+                        except BlockingIOError:
+                            pass
+                    nursery.cancel_scope.cancel()
+        finally:
+            b.close()
+            await stream.aclose()
+        assert [r[0] for r in got] == [1, 2, 3, 4, 5, 6]
+        assert got[2][2]["value"] == big
+        assert conn.inflight == 0
+
+    trio.run(main)
