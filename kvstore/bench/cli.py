@@ -109,7 +109,12 @@ def run_main(argv: list[str]) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     if args.png:
-        plot_png([report], args.png)
+        try:
+            plot_png([report], args.png)
+        except ImportError:
+            print("kvstore bench: --png needs matplotlib (pip install -e '.[bench]'); the JSON/summary are complete",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
