@@ -41,8 +41,8 @@ INVARIANTS = {"election_safety", "leader_append_only", "log_matching", "leader_c
     ("name", "budget"),
     # Budgets: the chance to miss, at the catch rate measured per seed (README), is < 0.1%.
     [("minority_quorum", 10), ("vote_without_log_check", 60),
-     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 600),
-     ("vote_not_persisted", 1500)],
+     ("read_index_without_heartbeat", 300), ("append_ack_before_persist", 1000),
+     ("vote_not_persisted", 2000)],
 )
 def test_simulator_catches_mutation(name: str, budget: int) -> None:
     _, invariant = seeds_to_catch(name, budget)
