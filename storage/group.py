@@ -20,7 +20,6 @@ from raft.types import (
     Unavailable,
 )
 
-from . import codec
 
 _U64 = struct.Struct(">Q")
 
@@ -98,10 +97,10 @@ class GroupStorage:
             return st.offset_term
         if st.tail_start <= index <= st.last_index:
             return st.last_term
-        raw = self._store._read_log(self.group_id, index)
-        if raw is None:  # the log changed under us (truncated or compacted meanwhile)
+        t = self._store._log_term(self.group_id, index)
+        if t is None:  # the log changed under us (truncated or compacted meanwhile)
             return self._retry_missing(index)
-        return codec.entry_term(raw)
+        return t
 
     def _retry_missing(self, index: int) -> int:
         st = self._state()

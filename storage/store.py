@@ -65,6 +65,7 @@ from .errors import (
     StoreLocked,
 )
 from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
+from . import wal_store
 
 DEFAULT_MAP_SIZE = 1 << 30
 _U64 = struct.Struct(">Q")
@@ -128,6 +129,12 @@ class NodeStore:
     def __init__(self, path: str, env: lmdb.Environment, lock_fd: int, sync: bool,
                  session_ttl: int) -> None:
         self.path = path
+        self._wal = None  # log="wal": the Wal (Raft logs and hard states), see wal_store.py
+        self._wal_after: list = []  # WAL work of the running transaction, done after commit
+        self._wal_broken = False
+        self._wal_mode = False  # LMDB commits unsynced; durable writes sync explicitly
+        self._mem_lock = threading.Lock()  # guards the WAL's in-memory logs
+        self._last_checkpoint = 0.0
         self._env = env
         self._lock_fd = lock_fd
         self._sync = sync
@@ -161,8 +168,13 @@ class NodeStore:
 
     @classmethod
     def open(cls, path, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
-             session_ttl: int = mvcc.SESSION_TTL_NS) -> "NodeStore":
+             session_ttl: int = mvcc.SESSION_TTL_NS, log: str = "lmdb",
+             wal_segment_bytes: int | None = None) -> "NodeStore":
         """Open (creating) the store in directory `path`.
+
+        `log="wal"` keeps Raft logs and hard states in an append-only WAL (storage/wal.py)
+        and commits applies to LMDB without a sync each; `log="lmdb"` keeps everything in
+        LMDB. A directory must always be opened in the mode it was created with.
 
         `map_size` is the initial LMDB map size; it doubles automatically when full.
         `sync=False` gives up durability (tests and benchmarks only). Raises StoreLocked if
@@ -179,8 +191,12 @@ class NodeStore:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync,
-                            readahead=False, max_readers=256, lock=True)
+            if log not in ("lmdb", "wal"):
+                raise InvalidInput(f"log must be 'lmdb' or 'wal', not {log!r}")
+            wal_mode = log == "wal"
+            env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync and not wal_mode,
+                            metasync=sync and not wal_mode, readahead=False, max_readers=256,
+                            lock=True)
         except lmdb.Error as exc:
             os.close(fd)
             raise _disk_error(exc) or StorageError(f"cannot open {path!r}: {exc}") from None
@@ -188,9 +204,31 @@ class NodeStore:
             os.close(fd)
             raise
         store = cls(path, env, fd, sync, session_ttl)
-        store._drop_staging()
-        store._load_horizons()
+        store._wal_mode = log == "wal"
+        try:
+            store._check_log_mode(log)
+            store._drop_staging()
+            store._load_horizons()
+            if log == "wal":
+                wal_store.open_wal(store, wal_segment_bytes)
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def _check_log_mode(self, log: str) -> None:
+        """A store remembers its log mode: opening it in the other one would lose the log."""
+        raw = self.get_meta("__log_mode__")
+        if raw is None and self.groups():
+            raw = "lmdb"  # a store from before the WAL existed
+        if raw is None:
+            self.put_meta("__log_mode__", log)
+        elif raw != log:
+            raise InvalidInput(f"store {self.path!r} was created with log={raw!r}, not {log!r}")
+
+    @property
+    def log_mode(self) -> str:
+        return "lmdb" if self._wal is None else "wal"
 
     def close(self) -> None:
         with self._write_lock:
@@ -198,6 +236,8 @@ class NodeStore:
                 return
             self._exclude_readers()
             try:
+                if self._wal is not None:
+                    wal_store.close_wal(self)
                 self._env.close()
                 self._env = None
             finally:
@@ -272,13 +312,20 @@ class NodeStore:
         finally:
             self._admit_readers()
 
-    def _write(self, fn):
-        """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish."""
+    def _write(self, fn, durable: bool = True):
+        """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish.
+
+        In WAL mode LMDB commits without a sync; `durable` ones are then synced (all but
+        applies, compactions and GC: the WAL can redo or does not need those), and WAL work
+        the transaction queued (`_wal_after`, e.g. a snapshot's log reset) runs after it."""
         with self._write_lock:
             if self._env is None:
                 raise StoreClosed("the store is closed")
+            if self._wal_broken:
+                raise StorageError("a WAL write failed earlier; reopen the store")
             for _ in range(_MAX_RESIZES):
                 t0 = time.perf_counter()
+                self._wal_after = []
                 txn = self._env.begin(write=True)
                 try:
                     result, publish = fn(txn)
@@ -295,6 +342,12 @@ class NodeStore:
                 except BaseException:
                     txn.abort()
                     raise
+                if self._wal_mode:
+                    if (durable or self._wal_after) and self._sync:
+                        self._env.sync(True)
+                    if self._wal_after:
+                        wal_store.run_after(self, self._wal_after)
+                        self._wal_after = []
                 if publish is not None:
                     with self._cache_lock:
                         publish()
@@ -337,6 +390,8 @@ class NodeStore:
     # -- group state cache --------------------------------------------------------------------
 
     def _load_group(self, txn, group_id: int) -> GroupState:
+        if self._wal is not None:
+            return wal_store.load_group(self, txn, group_id)
         gp = group_prefix(group_id)
         raw = txn.get(gp + _SNAP, db=self._db_raft)
         snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
@@ -396,6 +451,13 @@ class NodeStore:
                 self._applies[group_id] = st
             return st
 
+    def _log_term(self, group_id: int, index: int) -> int | None:
+        """The term of the entry at `index` in the stored log, None if it is not there."""
+        if self._wal is not None:
+            return wal_store.log_term(self, group_id, index)
+        raw = self._read_log(group_id, index)
+        return None if raw is None else codec.entry_term(raw)
+
     def _read_log(self, group_id: int, index: int):
         txn = self._begin_read()
         try:
@@ -404,6 +466,8 @@ class NodeStore:
             self._end_read(txn)
 
     def _read_entries(self, group_id: int, lo: int, hi: int, max_bytes: int | None):
+        if self._wal is not None:
+            return wal_store.read_entries(self, group_id, lo, hi, max_bytes)
         out: list[Entry] = []
         size = 0
         gp = group_prefix(group_id)
@@ -450,6 +514,9 @@ class NodeStore:
                     ok = gid + 1 < 1 << 64 and cur.set_range(group_prefix(gid + 1))
         finally:
             self._end_read(txn)
+        if self._wal is not None:
+            found.update(self._wal.logs)
+            found.update(self._wal.hard)
         return sorted(found)
 
     def _delete_log_range(self, txn, group_id: int, lo: int, hi: int) -> None:
@@ -468,6 +535,8 @@ class NodeStore:
         with the same term; otherwise discard the whole log."""
         m = snap.metadata
         gp = group_prefix(group_id)
+        if self._wal is not None:
+            return wal_store.install_snapshot_meta(self, txn, group_id, st, snap)
         keep = False
         if st.first_index <= m.index <= st.last_index:
             raw = txn.get(log_key(group_id, m.index), db=self._db_log)
@@ -537,6 +606,10 @@ class NodeStore:
         Per group, in order: the snapshot (log before it discarded), the entries (a conflicting
         suffix truncated), the hard state, the conf state. Durable on return (if sync)."""
         batch = list(batch)
+        if self._wal is not None:
+            with self._write_lock:
+                wal_store.persist(self, batch)
+            return
 
         def fn(txn):
             pending: dict[int, GroupState] = {}
@@ -559,8 +632,11 @@ class NodeStore:
                 return None, None
             if index > st.last_index:
                 raise InvalidInput(f"compact({index}): last index is {st.last_index}")
-            term = (st.last_term if index == st.last_index else
-                    codec.entry_term(txn.get(log_key(group_id, index), db=self._db_log)))
+            if self._wal is not None:
+                term = st.last_term if index == st.last_index else self._log_term(group_id, index)
+            else:
+                term = (st.last_term if index == st.last_index else
+                        codec.entry_term(txn.get(log_key(group_id, index), db=self._db_log)))
             gp = group_prefix(group_id)
             self._delete_log_range(txn, group_id, st.first_index, index)
             txn.put(gp + _OFFSET, codec.pack([index, term]), db=self._db_raft)
@@ -569,9 +645,15 @@ class NodeStore:
                 snap = Snapshot(SnapshotMetadata(index, term, st.conf_state))
                 txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=self._db_raft)
                 new = new.replace(snapshot=snap)
-            return None, lambda: self._groups.__setitem__(group_id, new)
 
-        self._write(fn)
+            def publish():
+                self._groups[group_id] = new
+                if self._wal is not None:
+                    wal_store.drop_through(self, group_id, index)
+
+            return None, publish
+
+        self._write(fn, durable=False)
 
     def set_snapshot(self, group_id: int, snapshot: Snapshot) -> None:
         """Record `snapshot` (metadata and small opaque data) as what `Storage.snapshot()`
@@ -607,8 +689,12 @@ class NodeStore:
 
     def remove_group(self, group_id: int, bucket: int | None) -> None:
         """Remove everything of a replica: its log, Raft state, apply state, sessions, staged
-        snapshot and (if `bucket` is not None) the bucket's data. One transaction."""
+        snapshot and (if `bucket` is not None) the bucket's data. One transaction.
+        (In WAL mode the WAL forgets the group first, durably.)"""
         gp = group_prefix(group_id)
+        if self._wal is not None:
+            with self._write_lock:
+                wal_store.forget_group(self, group_id)
 
         def fn(txn):
             for db in (self._db_log, self._db_raft, self._db_sessions, self._db_staging):
@@ -638,7 +724,7 @@ class NodeStore:
         the stored applied index: it was applied before). See commands.py for results."""
         batch = list(batch)
 
-        return self._write(lambda txn: self._apply_in(txn, batch, {}))
+        return self._write(lambda txn: self._apply_in(txn, batch, {}), durable=False)
 
     def write_turn(self, writes: Iterable[GroupWrite], applies: Iterable[GroupApply],
                    before_commit=None) -> list[list]:
@@ -654,6 +740,17 @@ class NodeStore:
         client): if the commit fails, re-applying the same entries gives the same results."""
         writes = list(writes)
         applies = list(applies)
+        if self._wal is not None:  # the WAL append (one fdatasync), then an unsynced apply
+            with self._write_lock:
+                wal_store.persist(self, writes)
+
+                def fn_wal(txn):
+                    out, publish = self._apply_in(txn, applies, {})
+                    if before_commit is not None and out:
+                        before_commit(out)
+                    return out, publish
+
+                return self._write(fn_wal, durable=False)
 
         def fn(txn):
             pending: dict[int, GroupState] = {}

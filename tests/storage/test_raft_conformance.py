@@ -14,14 +14,14 @@ from storage.raft_adapter import LmdbRaftStorage
 CS = ConfState(voters=(1, 2, 3))
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+@pytest.fixture(params=["memory", "lmdb", "wal"])
 def make(request, tmp_path):
     stores = []
 
     def factory():
         if request.param == "memory":
             return MemoryStorage()
-        s = NodeStore.open(tmp_path / f"s{len(stores)}", sync=False)
+        s = NodeStore.open(tmp_path / f"s{len(stores)}", sync=False, log=request.param)
         stores.append(s)
         return LmdbRaftStorage(s, 7)
 
@@ -184,11 +184,12 @@ def run(s, ops) -> list:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("log", ["lmdb", "wal"])
 @given(ops=st.lists(op, max_size=25))
-def test_same_answers_as_memory_storage(tmp_path_factory, ops):
-    with NodeStore.open(tmp_path_factory.mktemp("diff"), sync=False) as store:
+def test_same_answers_as_memory_storage(tmp_path_factory, ops, log):
+    with NodeStore.open(tmp_path_factory.mktemp("diff"), sync=False, log=log) as store:
         assert run(LmdbRaftStorage(store, 3), ops) == run(MemoryStorage(), ops)
         # and the same again after a reopen
         before = observe(LmdbRaftStorage(store, 3))
-    with NodeStore.open(store.path, sync=False) as store2:
+    with NodeStore.open(store.path, sync=False, log=log) as store2:
         assert observe(LmdbRaftStorage(store2, 3)) == before

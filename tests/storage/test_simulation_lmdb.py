@@ -17,20 +17,21 @@ from storage.raft_adapter import LmdbRaftStorage
 SEEDS = range(int(os.environ.get("KVSTORE_LMDB_SIM_SEEDS", "40")))
 
 
-@pytest.fixture
-def lmdb_factory(tmp_path):
+@pytest.fixture(params=["lmdb", "wal"])
+def lmdb_factory(tmp_path, request):
     opened: list[NodeStore] = []
     runs = iter(range(1 << 30))
 
     def factory(node_id: int) -> LmdbRaftStorage:
-        s = NodeStore.open(tmp_path / f"run{next(runs)}-n{node_id}", sync=False)
+        s = NodeStore.open(tmp_path / f"run{next(runs)}-n{node_id}", sync=False,
+                           log=request.param)
         opened.append(s)
         return LmdbRaftStorage(s, 1)
 
     def reopen(node_id: int, storage: LmdbRaftStorage) -> LmdbRaftStorage:
         path = storage.store.path
         storage.store.close()
-        s = NodeStore.open(path, sync=False)
+        s = NodeStore.open(path, sync=False, log=request.param)
         opened.append(s)
         return LmdbRaftStorage(s, 1)
 

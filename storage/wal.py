@@ -1,0 +1,297 @@
+"""An append-only write-ahead log for Raft logs and hard states (NodeStore's `log="wal"` mode).
+
+Theory of operation
+- Why: in LMDB mode every persist is a B-tree commit touching ~10 pages. Here a batch of Raft
+  writes (entries and hard states of all groups of a turn) is ONE write() of a few records and
+  ONE fdatasync of a sequential file (etcd's design). LMDB then holds only the state machine
+  (data, sessions, applied index) plus each group's snapshot metadata, conf state and log
+  offset, committed WITHOUT a sync per transaction: the WAL is the source of truth, and after a
+  crash LMDB is consistent at some older applied index from which the node re-applies the log.
+- Files: `<store>/wal/<seq:016x>.wal` segments. A record is [u32 body length][u32 crc32 of
+  the body][msgpack body]; a body is [kind, group, payload]:
+    ENTRIES  [first_index, [encoded entry, ...]]  entries at index <= the group's last index
+             overwrite that suffix (Raft's conflicting-suffix truncation);
+    HARD     encoded hard state;
+    SNAP     [index, term]: a snapshot was installed: Raft's rule (keep the log after it if it
+             holds that index with that term, else drop it all) is applied at this point;
+    REMOVE   the group was removed: forget its log and hard state.
+- Replay (`open`): segments in order, records in order, into per-group `MemLog`s and hard
+  states. A short or bad-crc record at the end of the LAST segment is a torn write of a batch
+  never reported durable: the file is truncated there. Anywhere else it is CorruptData.
+- Rotation: when a segment passes `segment_bytes`, a new one is started (directory fsynced)
+  and opened with a HARD record for every group, so no older segment is needed for them.
+- Deletion (`drop_segments`): the oldest segments are deleted while every group's highest
+  entry index written in them is <= `durable[group]`, which the store passes as the groups' log
+  offsets as of its last LMDB sync (offset <= applied index, both durable then). So an entry
+  is deleted only when LMDB durably holds its effect and no longer needs it in the log.
+- Threads: the store calls `append`/`drop_segments` under its write lock only.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import msgpack
+
+from raft.storage import entry_size
+from raft.types import Entry, HardState
+
+from . import codec
+from .errors import CorruptData, StorageError
+
+ENTRIES, HARD, SNAP, REMOVE = 1, 2, 3, 4
+_HEAD = struct.Struct("<II")
+DEFAULT_SEGMENT_BYTES = 64 << 20
+_MAX_RECORD = 1 << 30
+
+
+class MemLog:
+    """A group's log entries start..start+len-1 in memory (Entry objects)."""
+
+    __slots__ = ("start", "entries")
+
+    def __init__(self, start: int = 1) -> None:
+        self.start = start
+        self.entries: list[Entry] = []
+
+    @property
+    def last(self) -> int:
+        return self.start + len(self.entries) - 1
+
+    def term(self, index: int) -> int | None:
+        i = index - self.start
+        return self.entries[i].term if 0 <= i < len(self.entries) else None
+
+    def append(self, entries: list[Entry]) -> None:
+        """Entries contiguous from entries[0].index; a suffix at or after it is replaced."""
+        lo = entries[0].index
+        if not self.entries or lo < self.start:
+            self.start, self.entries = lo, list(entries)
+            return
+        if lo > self.last + 1:
+            raise CorruptData(f"WAL: append at {lo} after last index {self.last}")
+        del self.entries[lo - self.start:]
+        self.entries.extend(entries)
+
+    def drop_through(self, index: int) -> None:
+        """Forget entries <= index (compaction)."""
+        if index >= self.last:
+            self.start, self.entries = index + 1, []
+        elif index >= self.start:
+            del self.entries[: index + 1 - self.start]
+            self.start = index + 1
+
+    def apply_snapshot(self, index: int, term: int) -> bool:
+        """Raft's rule; returns True if entries after `index` were discarded."""
+        keep = self.term(index) == term
+        dropped = not keep and self.last > index
+        if keep:
+            self.drop_through(index)
+        else:
+            self.start, self.entries = index + 1, []
+        return dropped
+
+    def slice(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:
+        i, j = max(lo - self.start, 0), min(hi - self.start, len(self.entries))
+        if lo < self.start or i >= j:
+            return []
+        out = self.entries[i:j]
+        if max_bytes is not None:
+            size = 0
+            for k, e in enumerate(out):
+                size += entry_size(e)
+                if k and size > max_bytes:
+                    return out[:k]
+        return out
+
+
+def encode_record(kind: int, group: int, payload) -> bytes:
+    body = msgpack.packb([kind, group, payload], use_bin_type=True)
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def entries_record(group: int, entries: list[Entry]) -> bytes:
+    return encode_record(ENTRIES, group, [entries[0].index,
+                                          [codec.encode_entry(e) for e in entries]])
+
+
+def hard_state_record(group: int, hs: HardState) -> bytes:
+    return encode_record(HARD, group, codec.encode_hard_state(hs))
+
+
+def _read_records(path: str, last: bool):
+    """(records, good_length) of one segment; a damaged tail is an error unless `last`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, pos = [], 0
+    while pos < len(data):
+        bad = None
+        if pos + _HEAD.size > len(data):
+            bad = "short header"
+        else:
+            n, crc = _HEAD.unpack_from(data, pos)
+            body = data[pos + _HEAD.size: pos + _HEAD.size + n]
+            if n > _MAX_RECORD or len(body) != n:
+                bad = "short record"
+            elif zlib.crc32(body) != crc:
+                bad = "bad checksum"
+        if bad is not None:
+            if not last:
+                raise CorruptData(f"WAL segment {path}: {bad} at offset {pos}")
+            break
+        try:
+            out.append(msgpack.unpackb(body, raw=False))
+        except Exception as exc:  # a good crc over an undecodable body: not a torn write
+            raise CorruptData(f"WAL segment {path}: bad record at {pos}: {exc}") from None
+        pos += _HEAD.size + n
+    return out, pos, len(data)
+
+
+class Wal:
+    def __init__(self, directory: str, segment_bytes: int, sync: bool) -> None:
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self.sync = sync
+        self.logs: dict[int, MemLog] = {}
+        self.hard: dict[int, HardState] = {}
+        self._segs: list[int] = []  # sequence numbers, oldest first
+        self._seg_max: dict[int, dict[int, int]] = {}  # seq -> group -> highest entry index
+        self._fd: int | None = None
+        self._size = 0
+        self.stats = {"appends": 0, "bytes": 0, "syncs": 0, "deleted_segments": 0}
+
+    def _path(self, seq: int) -> str:
+        return os.path.join(self.dir, f"{seq:016x}.wal")
+
+    @classmethod
+    def open(cls, directory: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+             sync: bool = True) -> "Wal":
+        os.makedirs(directory, exist_ok=True)
+        w = cls(directory, segment_bytes, sync)
+        seqs = sorted(int(n[:-4], 16) for n in os.listdir(directory)
+                      if n.endswith(".wal") and len(n) == 20)
+        for k, seq in enumerate(seqs):
+            last = k == len(seqs) - 1
+            records, good, size = _read_records(w._path(seq), last)
+            if good < size:  # torn tail of the last segment: never reported durable
+                with open(w._path(seq), "r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+            w._segs.append(seq)
+            w._seg_max[seq] = {}
+            for rec in records:
+                w._replay(seq, rec)
+        if w._segs:
+            seq = w._segs[-1]
+            w._fd = os.open(w._path(seq), os.O_WRONLY | os.O_APPEND)
+            w._size = os.fstat(w._fd).st_size
+        else:
+            w._new_segment(0)
+        return w
+
+    def _replay(self, seq: int, rec) -> None:
+        kind, gid, payload = rec
+        if kind == ENTRIES:
+            first, raws = payload
+            ents = [codec.decode_entry(first + i, r) for i, r in enumerate(raws)]
+            if ents:
+                self.logs.setdefault(gid, MemLog()).append(ents)
+                m = self._seg_max[seq]
+                m[gid] = max(m.get(gid, 0), ents[-1].index)
+        elif kind == HARD:
+            self.hard[gid] = codec.decode_hard_state(payload)
+        elif kind == SNAP:
+            self.logs.setdefault(gid, MemLog()).apply_snapshot(*payload)
+        elif kind == REMOVE:
+            self._forget(gid)
+        else:
+            raise CorruptData(f"WAL: unknown record kind {kind}")
+
+    def _forget(self, gid: int) -> None:
+        self.logs.pop(gid, None)
+        self.hard.pop(gid, None)
+        for m in self._seg_max.values():  # its entries no longer hold any segment back
+            m.pop(gid, None)
+
+    def _new_segment(self, seq: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL,
+                           0o644)
+        self._size = 0
+        self._segs.append(seq)
+        self._seg_max[seq] = {}
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        # every group's hard state again, so older segments are never needed for it
+        recs = [hard_state_record(g, hs) for g, hs in self.hard.items()]
+        if recs:
+            self._write(b"".join(recs))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._size += len(data)
+        if self.sync:
+            os.fdatasync(self._fd)
+            self.stats["syncs"] += 1
+
+    def append(self, records: list[bytes], maxes: dict[int, int]) -> None:
+        """Write `records` (one write, one fdatasync). `maxes`: group -> highest entry index
+        the records hold. The caller updates `logs`/`hard` after this returns."""
+        if not records:
+            return
+        if self._size >= self.segment_bytes:
+            self._new_segment(self._segs[-1] + 1)
+        data = b"".join(records)
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise StorageError(f"WAL write failed: {exc}") from None
+        m = self._seg_max[self._segs[-1]]
+        for g, i in maxes.items():
+            if i > m.get(g, 0):
+                m[g] = i
+        self.stats["appends"] += 1
+        self.stats["bytes"] += len(data)
+
+    def forget_group(self, gid: int) -> None:
+        self.append([encode_record(REMOVE, gid, None)], {})
+        self._forget(gid)
+
+    def segments(self) -> list[int]:
+        return list(self._segs)
+
+    def drop_segments(self, durable: dict[int, int]) -> int:
+        """Delete the oldest closed segments all of whose entries are at or below their
+        group's durable offset (see the module docstring); returns how many."""
+        n = 0
+        while len(self._segs) > 1:
+            seq = self._segs[0]
+            if any(i > durable.get(g, 0) for g, i in self._seg_max[seq].items()):
+                break
+            os.unlink(self._path(seq))
+            self._segs.pop(0)
+            del self._seg_max[seq]
+            n += 1
+        if n:
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            self.stats["deleted_segments"] += n
+        return n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+

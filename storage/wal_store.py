@@ -1,0 +1,265 @@
+"""NodeStore's WAL mode (`NodeStore.open(path, log="wal")`): the glue between store.py and wal.py.
+
+What lives where
+- WAL (fdatasync'd per batch): every group's log entries and hard state; in memory as
+  `Wal.logs` (MemLog per group) and `Wal.hard`, rebuilt by replay on open.
+- LMDB (committed WITHOUT a sync, except where noted): data, sessions, apply state, GC
+  horizons; per group the snapshot record, conf state and log offset (what `compact` and
+  snapshot installs write). Writes that the WAL cannot redo (metadata, snapshot installs,
+  conf states, group removal) sync LMDB before returning (`NodeStore._write(durable=True)`).
+- Order of a persist batch: (1) if it carries snapshots or conf states, one LMDB transaction
+  for their metadata, synced, then a SNAP record in the WAL; (2) the entries and hard states
+  as WAL records: one write, one fdatasync; (3) the in-memory logs and the group-state cache
+  are updated (durable before visible).
+- Recovery (`open_wal`): replay the WAL, then reconcile each group with LMDB's offset: entries
+  at or below it are dropped; if the WAL's entry at the offset has another term (a crash
+  between a snapshot install's LMDB commit and its WAL SNAP record), the log after it is
+  dropped too and a SNAP record is appended so a later replay agrees. LMDB's applied index
+  may be behind the WAL's commit index after a crash: the node re-applies the committed
+  entries above it (RawNode starts at `applied_index`, the log and commit come from here).
+- Checkpoints (`maybe_checkpoint`, at most every CHECKPOINT_S while more than one segment
+  exists): note every group's min(log offset, applied index), sync LMDB, then delete the WAL
+  segments whose entries are all at or below those indexes (wal.Wal.drop_segments).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from raft.types import HardState, Snapshot
+
+from . import codec
+from .errors import CorruptData, InvalidInput, StorageError, StoreClosed
+from .group import GroupState, group_prefix
+from .wal import DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, MemLog, Wal, encode_record, entries_record
+from .wal import hard_state_record
+
+CHECKPOINT_S = 1.0
+_HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
+
+
+def _meta(store, txn, gid: int):
+    gp = group_prefix(gid)
+    raw = txn.get(gp + _SNAP, db=store._db_raft)
+    snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
+    raw = txn.get(gp + _CS, db=store._db_raft)
+    cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
+    raw = txn.get(gp + _OFFSET, db=store._db_raft)
+    offset, offset_term = (codec.unpack(raw) if raw is not None else
+                           (snap.metadata.index, snap.metadata.term))
+    return offset, offset_term, snap, cs
+
+
+def open_wal(store, segment_bytes: int | None) -> None:
+    wal = Wal.open(os.path.join(store.path, "wal"),
+                   segment_bytes=segment_bytes or DEFAULT_SEGMENT_BYTES, sync=store._sync)
+    store._wal = wal
+    repairs = []
+    txn = store._begin_read()
+    try:
+        for gid, ml in wal.logs.items():
+            offset, offset_term, _snap, _cs = _meta(store, txn, gid)
+            if not ml.entries:
+                ml.start = offset + 1
+            elif ml.start > offset + 1:
+                raise CorruptData(f"WAL: group {gid}'s log starts at {ml.start}, after its "
+                                  f"offset {offset}: entries are missing")
+            elif ml.start <= offset <= ml.last:
+                if ml.apply_snapshot(offset, offset_term):
+                    repairs.append(encode_record(SNAP, gid, [offset, offset_term]))
+            elif ml.last < offset:
+                ml.start, ml.entries = offset + 1, []
+        groups = set(wal.logs) | set(wal.hard)
+        states = {gid: load_group(store, txn, gid) for gid in groups}
+    finally:
+        store._end_read(txn)
+    if repairs:
+        wal.append(repairs, {})
+    store._groups.update(states)
+
+
+def close_wal(store) -> None:
+    wal = store._wal
+    try:
+        if not store._wal_broken:
+            maybe_checkpoint(store, force=True)
+    finally:
+        wal.close()
+
+
+def load_group(store, txn, gid: int) -> GroupState:
+    offset, offset_term, snap, cs = _meta(store, txn, gid)
+    wal = store._wal
+    hs = wal.hard.get(gid) or HardState()
+    with store._mem_lock:
+        ml = wal.logs.get(gid)
+        if ml is not None and ml.entries:
+            last, last_term = ml.last, ml.entries[-1].term
+        else:
+            last, last_term = offset, offset_term
+    return GroupState(offset, offset_term, last, last_term, hs, cs, snap, last)
+
+
+def log_term(store, gid: int, index: int) -> int | None:
+    with store._mem_lock:
+        ml = store._wal.logs.get(gid)
+        return None if ml is None else ml.term(index)
+
+
+def read_entries(store, gid: int, lo: int, hi: int, max_bytes: int | None):
+    with store._mem_lock:
+        ml = store._wal.logs.get(gid)
+        return [] if ml is None else ml.slice(lo, hi, max_bytes)
+
+
+def drop_through(store, gid: int, index: int) -> None:
+    with store._mem_lock:
+        ml = store._wal.logs.get(gid)
+        if ml is not None:
+            ml.drop_through(index)
+
+
+def install_snapshot_meta(store, txn, gid: int, st: GroupState, snap: Snapshot) -> GroupState:
+    """LMDB half of installing a snapshot's metadata (inside `txn`); the WAL half (SNAP and
+    hard state records, the in-memory log reset) is queued for after the commit."""
+    m = snap.metadata
+    gp = group_prefix(gid)
+    with store._mem_lock:
+        ml = store._wal.logs.get(gid)
+        keep = ml is not None and ml.term(m.index) == m.term
+        if keep:
+            last, last_term = ml.last, ml.entries[-1].term
+        else:
+            last, last_term = m.index, m.term
+    hs = st.hard_state
+    new_hs = None
+    if hs.commit < m.index:
+        hs = new_hs = HardState(hs.term, hs.vote, m.index)
+    txn.put(gp + _SNAP, codec.encode_snapshot(snap), db=store._db_raft)
+    txn.put(gp + _CS, codec.encode_conf_state(m.conf_state), db=store._db_raft)
+    txn.put(gp + _OFFSET, codec.pack([m.index, m.term]), db=store._db_raft)
+    store._wal_after.append((gid, m.index, m.term, new_hs))
+    return GroupState(m.index, m.term, last, last_term, hs, m.conf_state, snap, last)
+
+
+def _append(store, records: list[bytes], maxes: dict[int, int]) -> None:
+    try:
+        store._wal.append(records, maxes)
+    except (OSError, StorageError):
+        store._wal_broken = True  # memory and file may disagree now: refuse further writes
+        raise
+
+
+def run_after(store, actions) -> None:
+    """After an LMDB commit that installed snapshot metadata: SNAP records, then memory."""
+    records = []
+    for gid, index, term, hs in actions:
+        records.append(encode_record(SNAP, gid, [index, term]))
+        if hs is not None:
+            records.append(hard_state_record(gid, hs))
+    _append(store, records, {})
+    wal = store._wal
+    with store._mem_lock:
+        for gid, index, term, hs in actions:
+            wal.logs.setdefault(gid, MemLog(index + 1)).apply_snapshot(index, term)
+            if hs is not None:
+                wal.hard[gid] = hs
+
+
+def persist(store, batch) -> None:
+    """NodeStore.persist in WAL mode (the caller holds the write lock)."""
+    if store._env is None:
+        raise StoreClosed("the store is closed")
+    if store._wal_broken:
+        raise StorageError("a WAL write failed earlier; reopen the store")
+    wal = store._wal
+    if any(w.snapshot is not None or w.conf_state is not None for w in batch):
+        def fn(txn):
+            pending: dict[int, GroupState] = {}
+            for w in batch:
+                gid = w.group_id
+                st = store._group_in(txn, gid, pending)
+                if w.snapshot is not None and \
+                        w.snapshot.metadata.index > st.snapshot.metadata.index:
+                    st = install_snapshot_meta(store, txn, gid, st, w.snapshot)
+                if w.conf_state is not None and w.conf_state != st.conf_state:
+                    txn.put(group_prefix(gid) + _CS, codec.encode_conf_state(w.conf_state),
+                            db=store._db_raft)
+                    st = st.replace(conf_state=w.conf_state)
+                pending[gid] = st
+            return None, lambda: store._groups.update(pending)
+
+        store._write(fn)  # durable: synced, then the SNAP records go to the WAL
+    # validate everything first, so a bad write changes nothing
+    pending: dict[int, GroupState] = {}
+    records: list[bytes] = []
+    maxes: dict[int, int] = {}
+    appends: list = []
+    hards: dict[int, HardState] = {}
+    for w in batch:
+        gid = w.group_id
+        st = pending.get(gid) or store._group_state(gid)
+        last, last_term, hs = st.last_index, st.last_term, st.hard_state
+        entries = w.entries
+        if entries and entries[0].index <= st.offset_index:
+            entries = [e for e in entries if e.index > st.offset_index]
+        if entries:
+            lo = entries[0].index
+            if lo > last + 1:
+                raise InvalidInput(f"group {gid}: append at {lo} leaves a gap after {last}")
+            if any(b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
+                raise InvalidInput(f"group {gid}: entries not contiguous from {lo}")
+            records.append(entries_record(gid, entries))
+            appends.append((gid, st.offset_index, entries))
+            last, last_term = entries[-1].index, entries[-1].term
+            maxes[gid] = max(maxes.get(gid, 0), last)
+        if w.hard_state is not None and w.hard_state != hs:
+            hs = hards[gid] = w.hard_state
+            records.append(hard_state_record(gid, hs))
+        pending[gid] = GroupState(st.offset_index, st.offset_term, last, last_term, hs,
+                                  st.conf_state, st.snapshot, last)
+    _append(store, records, maxes)
+    with store._mem_lock:
+        for gid, offset, entries in appends:
+            ml = wal.logs.get(gid)
+            if ml is None:
+                ml = wal.logs[gid] = MemLog(offset + 1)
+            ml.append(entries)
+        wal.hard.update(hards)
+    with store._cache_lock:
+        store._groups.update(pending)
+    maybe_checkpoint(store)
+
+
+def forget_group(store, gid: int) -> None:
+    wal = store._wal
+    with store._mem_lock:
+        if gid not in wal.logs and gid not in wal.hard:
+            return
+    try:
+        wal.append([encode_record(REMOVE, gid, None)], {})
+    except (OSError, StorageError):
+        store._wal_broken = True
+        raise
+    with store._mem_lock:
+        wal._forget(gid)
+
+
+def maybe_checkpoint(store, force: bool = False) -> int:
+    """Sync LMDB and delete the WAL segments it no longer needs; returns how many."""
+    wal = store._wal
+    if len(wal.segments()) < 2:
+        return 0
+    now = time.monotonic()
+    if not force and now - store._last_checkpoint < CHECKPOINT_S:
+        return 0
+    store._last_checkpoint = now
+    durable = {}
+    for gid, st in list(store._groups.items()):
+        ap = store._applies.get(gid)
+        applied = max(ap.applied_index if ap is not None else 0, st.snapshot.metadata.index)
+        durable[gid] = min(st.offset_index, applied)
+    if store._sync:
+        store._env.sync(True)
+    return wal.drop_segments(durable)
