@@ -11,6 +11,9 @@ Mode "turn" (third argument) does what a node with `write_turn` does: each batch
 entries AND applies a random prefix of the not yet applied ones (possibly including the
 entries persisted by the same call) in one `write_turn`, then prints `P <index>` and
 `A <applied index>`.
+
+A fourth argument "wal" opens the store with log="wal" and small WAL segments (rotation and
+segment deletion happen within a run).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from storage.codec import decode_command, encode_command
 
 GROUPS = 6
 KEYS = 40
+WAL_SEGMENT_BYTES = 32 << 10
+
+
+def open_store(path: str, log: str = "lmdb", sync: bool = True) -> NodeStore:
+    return NodeStore.open(path, sync=sync, log=log,
+                          wal_segment_bytes=WAL_SEGMENT_BYTES if log == "wal" else None)
 
 
 def command(g: int, i: int):
@@ -46,9 +55,9 @@ def group_applies(lo: int, hi: int) -> list[GroupApply]:
             for g in range(1, GROUPS + 1)]
 
 
-def main(path: str, seed: int, mode: str = "split") -> None:
+def main(path: str, seed: int, mode: str = "split", log: str = "lmdb") -> None:
     rng = random.Random(seed)
-    store = NodeStore.open(path)
+    store = open_store(path, log)
     applied = store.applied_index(1)
     last = store.group(1).last_index()
     if last > applied and mode != "turn":
@@ -86,4 +95,4 @@ def main(path: str, seed: int, mode: str = "split") -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:5])

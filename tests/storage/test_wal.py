@@ -1,0 +1,239 @@
+"""The WAL (storage/wal.py) and NodeStore's log="wal" mode: replay, torn tails, truncation,
+segment rotation and deletion, snapshot metadata, recovery when LMDB is behind the log."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from raft.storage import bootstrap_snapshot
+from raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+from storage import CorruptData, GroupApply, GroupWrite, InvalidInput, NodeStore, Put
+from storage.codec import decode_command, encode_command
+from storage.wal import Wal, entries_record, hard_state_record
+
+CS = ConfState(voters=(1, 2, 3))
+
+
+def ents(lo, hi, term=1, tag=b""):
+    return [Entry(term, i, data=encode_command(Put(b"k%d" % i, tag + b"v%d" % i, ts=i)))
+            for i in range(lo, hi + 1)]
+
+
+def open_wal_store(path, **kw):
+    return NodeStore.open(path, sync=False, log="wal", **kw)
+
+
+def wal_files(path):
+    return sorted(os.listdir(os.path.join(path, "wal")))
+
+
+def test_replay_after_reopen_equals_what_was_persisted(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 5), hard_state=HardState(2, 3, 4)),
+                   GroupWrite(2, entries=ents(1, 2, term=3))])
+        s.persist([GroupWrite(1, entries=ents(6, 7, term=2))])
+        g1 = s.group(1).entries(1, 8)
+    with open_wal_store(p) as s:
+        assert s.group(1).entries(1, 8) == g1
+        assert s.group(1).hard_state() == HardState(2, 3, 4)
+        assert (s.group(1).first_index(), s.group(1).last_index()) == (1, 7)
+        assert s.group(1).term(7) == 2 and s.group(1).term(5) == 1
+        assert s.group(2).entries(1, 3) == ents(1, 2, term=3)
+        assert s.groups() == [1, 2]
+
+
+def test_conflicting_suffix_truncated_across_reopen(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 10))])
+        s.persist([GroupWrite(1, entries=ents(4, 5, term=2, tag=b"new"))])
+    with open_wal_store(p) as s:
+        g = s.group(1)
+        assert g.last_index() == 5
+        assert g.entries(1, 6) == ents(1, 3) + ents(4, 5, term=2, tag=b"new")
+        s.persist([GroupWrite(1, entries=ents(6, 6, term=2))])
+    with open_wal_store(p) as s:
+        assert s.group(1).last_index() == 6 and s.group(1).term(6) == 2
+
+
+def test_gap_and_bad_batches_change_nothing(tmp_path):
+    with open_wal_store(tmp_path / "s") as s:
+        s.persist([GroupWrite(1, entries=ents(1, 3))])
+        with pytest.raises(InvalidInput):
+            s.persist([GroupWrite(2, entries=ents(1, 1)), GroupWrite(1, entries=ents(9, 9))])
+        assert s.group(2).last_index() == 0 and s.group(1).last_index() == 3
+
+
+def test_torn_tail_of_last_segment_is_truncated(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 3))])
+        s.persist([GroupWrite(1, entries=ents(4, 4))])
+    seg = os.path.join(p, "wal", wal_files(p)[-1])
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:  # cut the last record in half
+        f.truncate(size - 5)
+    with open_wal_store(p) as s:
+        assert s.group(1).last_index() == 3
+        s.persist([GroupWrite(1, entries=ents(4, 5, term=2))])
+    with open_wal_store(p) as s:
+        assert s.group(1).last_index() == 5 and s.group(1).term(4) == 2
+
+
+def test_bad_checksum_in_last_segment_tail_is_truncated(tmp_path):
+    d = str(tmp_path / "w")
+    w = Wal.open(d, sync=False)
+    w.append([entries_record(1, ents(1, 2))], {1: 2})
+    w.append([hard_state_record(1, HardState(1, 0, 2))], {})
+    w.close()
+    seg = os.path.join(d, sorted(os.listdir(d))[-1])
+    with open(seg, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    w = Wal.open(d, sync=False)
+    assert w.logs[1].last == 2 and 1 not in w.hard
+    w.close()
+
+
+def test_corruption_in_an_older_segment_is_an_error(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p, wal_segment_bytes=200) as s:
+        for i in range(1, 30):
+            s.persist([GroupWrite(1, entries=ents(i, i))])
+    files = wal_files(p)
+    assert len(files) > 2
+    first = os.path.join(p, "wal", files[0])
+    with open(first, "r+b") as f:
+        f.seek(10)
+        f.write(b"\xff\xff")
+    with pytest.raises(CorruptData):
+        open_wal_store(p, wal_segment_bytes=200)
+
+
+def test_segments_deleted_only_when_lmdb_holds_their_entries(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p, wal_segment_bytes=300) as s:
+        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS),
+                              hard_state=HardState(1, 0, 1))])
+        for i in range(2, 60):
+            s.persist([GroupWrite(1, entries=ents(i, i), hard_state=HardState(1, 0, i))])
+        many = wal_files(p)
+        assert len(many) > 5
+        from storage import wal_store
+        # nothing applied or compacted: no segment may go
+        assert wal_store.maybe_checkpoint(s, force=True) == 0
+        assert wal_files(p) == many
+        # applied but not compacted: the log is still needed (Raft's first index)
+        s.apply([GroupApply(1, 1, 40, [decode_command(e.data) for e in
+                                       s.group(1).entries(2, 41)])])
+        assert wal_store.maybe_checkpoint(s, force=True) == 0
+        # compacted up to 30: exactly the segments whose entries are all <= 30 go
+        s.compact(1, 30)
+        assert wal_store.maybe_checkpoint(s, force=True) > 0
+        left = wal_files(p)
+        assert left[-1] == many[-1] and len(left) < len(many)
+    with open_wal_store(p, wal_segment_bytes=300) as s:
+        g = s.group(1)
+        assert (g.first_index(), g.last_index()) == (31, 59)
+        assert g.entries(31, 60) == ents(31, 59)
+        assert g.hard_state() == HardState(1, 0, 59)
+        assert s.applied_index(1) == 40
+        assert s.get(1, b"k40")[0] == b"v40"
+
+
+def test_hard_state_survives_deletion_of_its_segment(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p, wal_segment_bytes=200) as s:
+        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
+        s.persist([GroupWrite(2, hard_state=HardState(7, 2, 0))])  # never written again
+        for i in range(2, 40):
+            s.persist([GroupWrite(1, entries=ents(i, i))])
+        s.apply([GroupApply(1, 1, 39, [decode_command(e.data) for e in
+                                       s.group(1).entries(2, 40)])])
+        s.compact(1, 39)
+        from storage import wal_store
+        assert wal_store.maybe_checkpoint(s, force=True) > 0
+    with open_wal_store(p, wal_segment_bytes=200) as s:
+        assert s.group(2).hard_state() == HardState(7, 2, 0)
+
+
+def test_lmdb_behind_the_log_reapplies(tmp_path):
+    """After a crash LMDB may hold an older applied index than the WAL's commit: the log
+    above it is there to re-apply and re-applying gives the same data."""
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
+        s.persist([GroupWrite(1, entries=ents(2, 9), hard_state=HardState(1, 0, 9))])
+        s.apply([GroupApply(1, 1, 5, [decode_command(e.data) for e in
+                                      s.group(1).entries(2, 6)])])
+    with open_wal_store(p) as s:
+        assert s.applied_index(1) == 5 and s.group(1).hard_state().commit == 9
+        todo = s.group(1).entries(6, 10)
+        s.apply([GroupApply(1, 1, 9, [decode_command(e.data) for e in todo])])
+        assert s.get(1, b"k9")[0] == b"v9" and s.applied_index(1) == 9
+
+
+def test_snapshot_resets_the_log_across_reopen(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 10), hard_state=HardState(1, 0, 3))])
+        snap = Snapshot(SnapshotMetadata(20, 3, CS))
+        s.persist([GroupWrite(1, snapshot=snap)])
+        s.persist([GroupWrite(1, entries=ents(21, 22, term=3))])
+    with open_wal_store(p) as s:
+        g = s.group(1)
+        assert (g.first_index(), g.last_index()) == (21, 22)
+        assert g.snapshot().metadata.index == 20
+        assert g.hard_state().commit == 20
+        assert g.entries(21, 23) == ents(21, 22, term=3)
+
+
+def test_crash_between_snapshot_metadata_and_wal_record_is_repaired(tmp_path):
+    """LMDB holds the snapshot's offset but the WAL still has the old, conflicting log:
+    reopen drops it and records the reset, so later appends survive the next reopen."""
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 10))])
+        from storage import wal_store
+
+        def no_wal(store, actions):  # the crash: LMDB committed, WAL record never written
+            raise SystemExit
+
+        real = wal_store.run_after
+        wal_store.run_after = no_wal
+        try:
+            with pytest.raises(SystemExit):
+                s.persist([GroupWrite(1, snapshot=Snapshot(SnapshotMetadata(5, 9, CS)))])
+        finally:
+            wal_store.run_after = real
+    with open_wal_store(p) as s:
+        g = s.group(1)
+        assert (g.first_index(), g.last_index()) == (6, 5)
+        s.persist([GroupWrite(1, entries=ents(6, 7, term=9))])
+    with open_wal_store(p) as s:
+        assert s.group(1).entries(6, 8) == ents(6, 7, term=9)
+
+
+def test_remove_group_forgets_its_log(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(3, entries=ents(1, 4), hard_state=HardState(2, 1, 4))])
+        s.remove_group(3, None)
+    with open_wal_store(p) as s:
+        assert s.group(3).last_index() == 0 and s.group(3).hard_state() == HardState()
+        assert 3 not in s.groups()
+
+
+def test_log_mode_is_remembered(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 1))])
+    with pytest.raises(InvalidInput):
+        NodeStore.open(p, sync=False)
+    with pytest.raises(InvalidInput):
+        NodeStore.open(p, sync=False, log="nope")
