@@ -40,6 +40,10 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-thread", action="store_true",
                    help="run storage writes in a worker thread instead of on the event loop's "
                         "thread (overlaps fsync with networking; costs a GIL hand-off per turn)")
+    p.add_argument("--log", choices=("lmdb", "wal"), default="lmdb",
+                   help="where Raft logs live: lmdb (default) or wal (an append-only log, one "
+                        "sequential fdatasync per batch; applies committed to LMDB unsynced). "
+                        "A data directory keeps the mode it was created with")
     p.add_argument("--switch-interval-ms", type=float, default=0.5,
                    help="sys.setswitchinterval for --storage-thread (GIL hand-back latency)")
     p.add_argument("--log-level", default="info")
@@ -134,7 +138,7 @@ def _serve(args) -> int:
         heartbeat_ticks=args.heartbeat_ticks, compact_threshold=args.compact_threshold,
         request_timeout_s=args.request_timeout, fsync=not args.no_fsync,
         storage_thread=args.storage_thread, switch_interval_s=args.switch_interval_ms / 1000,
-        listen_host=args.listen_host)
+        listen_host=args.listen_host, log=args.log)
 
     async def run():
         async with trio.open_nursery() as nursery:
@@ -162,7 +166,7 @@ def _serve_argv(i: int, spec: str, data_dir: str, args) -> list[str]:
         argv.append("--no-fsync")
     if args.storage_thread:
         argv.append("--storage-thread")
-    argv += ["--switch-interval-ms", str(args.switch_interval_ms)]
+    argv += ["--switch-interval-ms", str(args.switch_interval_ms), "--log", args.log]
     return argv
 
 

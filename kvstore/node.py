@@ -117,6 +117,8 @@ class NodeConfig:
     # shared 2-core machine, the thread hand-off (GIL ping-pong) cost ~300 us CPU per write
     # and more throughput than the overlap it buys (see README, "Performance")
     storage_thread: bool = False
+    # "wal": Raft logs in an append-only WAL, applies committed unsynced (storage/wal.py)
+    log: str = "lmdb"
     listen_host: str | None = None  # bind here instead of the host of this node's address
 
 
@@ -202,7 +204,8 @@ class Node:
     def open(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.data_dir, exist_ok=True)
-        self.store = NodeStore.open(os.path.join(cfg.data_dir, "store"), sync=cfg.fsync)
+        self.store = NodeStore.open(os.path.join(cfg.data_dir, "store"), sync=cfg.fsync,
+                                    log=cfg.log)
         stored = self.store.get_meta("cluster")
         wanted = {"node_id": cfg.node_id, "nodes": {int(k): v for k, v in cfg.nodes.items()},
                   "num_buckets": cfg.num_buckets, "replication": cfg.replication}

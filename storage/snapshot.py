@@ -37,10 +37,13 @@ def _header(store, group_id: int, bucket: int):
         elif applied == 0:
             term = 0
         else:
-            raw = txn.get(log_key(group_id, applied), db=store._db_log)
-            if raw is None:
+            if store._wal is not None:  # WAL mode: the log is in memory
+                term = store._log_term(group_id, applied)
+            else:
+                raw = txn.get(log_key(group_id, applied), db=store._db_log)
+                term = None if raw is None else codec.entry_term(raw)
+            if term is None:
                 raise SnapshotAborted(f"group {group_id}: no term for applied index {applied}")
-            term = codec.entry_term(raw)
         meta = SnapshotMetadata(applied, term, st.conf_state)
         sessions = []
         cur = txn.cursor(db=store._db_sessions)

@@ -31,7 +31,8 @@ def follower_read_everywhere(cluster, key: bytes, num_buckets: int):
     return out
 
 
-@pytest.mark.parametrize("mode", [[], ["--storage-thread"]], ids=["inline", "thread"])
+@pytest.mark.parametrize("mode", [[], ["--storage-thread"], ["--log", "wal"]],
+                         ids=["inline", "thread", "wal"])
 def test_three_nodes_writes_then_reads_on_every_node(make_cluster, mode):
     c = make_cluster(3, buckets=8, extra_args=mode)
     with Client(c.addrs) as cl:
@@ -120,8 +121,12 @@ def wait_until(pred, timeout_s: float, what: str):
         time.sleep(0.05)
 
 
-def test_kill_leader_under_load_then_restart_catches_up(make_cluster):
-    c = make_cluster(3, buckets=8)
+WAL = pytest.mark.parametrize("log", ["lmdb", "wal"])
+
+
+@WAL
+def test_kill_leader_under_load_then_restart_catches_up(make_cluster, log):
+    c = make_cluster(3, buckets=8, extra_args=["--log", log])
     victim = leader_of_most(c)
     with Writer(c.addrs, "load") as w:
         wait_until(lambda: w.count() >= 100, 20, "100 writes before the kill")
@@ -148,8 +153,9 @@ def _holds(c, node_id, key, value) -> bool:
     return st == Status.WRONG_BUCKET or (st == Status.OK and payload["value"] == value)
 
 
-def test_lagging_node_catches_up_by_snapshot_after_compaction(make_cluster):
-    c = make_cluster(3, buckets=2, extra_args=["--compact-threshold", "40"])
+@WAL
+def test_lagging_node_catches_up_by_snapshot_after_compaction(make_cluster, log):
+    c = make_cluster(3, buckets=2, extra_args=["--compact-threshold", "40", "--log", log])
     c.kill(3)
     with Client(c.addrs[:2], timeout=10) as cl:
         for i in range(400):
@@ -218,8 +224,9 @@ def test_five_nodes_survive_two_failures(make_cluster):
             assert cl.get(f"f{i}", consistency="follower") == b"b"
 
 
-def test_sigterm_is_graceful_and_data_survives_a_full_restart(make_cluster):
-    c = make_cluster(3, buckets=4)
+@WAL
+def test_sigterm_is_graceful_and_data_survives_a_full_restart(make_cluster, log):
+    c = make_cluster(3, buckets=4, extra_args=["--log", log])
     with Client(c.addrs, timeout=10) as cl:
         for i in range(20):
             cl.put(f"r{i}", f"{i}")
@@ -236,10 +243,11 @@ def test_sigterm_is_graceful_and_data_survives_a_full_restart(make_cluster):
     assert "disagrees" in open(c.log_path(1)).read()
 
 
-def test_cas_counter_under_leader_kill_counts_exactly(make_cluster):
+@WAL
+def test_cas_counter_under_leader_kill_counts_exactly(make_cluster, log):
     """Increments by CAS from 4 threads while the counter's leader is killed: the final value
     is at least the acknowledged increments and at most those plus the unknown ones."""
-    c = make_cluster(3, buckets=4)
+    c = make_cluster(3, buckets=4, extra_args=["--log", log])
     key = b"ctr"
     acked = [0]
     unknown = [0]
