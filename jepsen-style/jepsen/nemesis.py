@@ -66,54 +66,59 @@ def _pick_targets(nem: Nemesis, rng: random.Random, modes: tuple[str, ...]) -> t
     return "random", [rng.choice(free)]
 
 
-class Kill(Nemesis):
+class _ProcessNemesis(Nemesis):
+    """Hits the picked nodes' processes on start and heals them on stop."""
+
+    modes = ("random", "leader", "majority")
+    healed = ""  # the key that lists the healed nodes in stop()'s record
+
+    def __init__(self, cluster, busy) -> None:
+        super().__init__(cluster, busy)
+        self.targets: list[int] = []
+
+    def _hit(self, i: int) -> None:
+        raise NotImplementedError
+
+    def _heal(self, i: int) -> None:
+        raise NotImplementedError
+
+    def start(self, rng):
+        mode, self.targets = _pick_targets(self, rng, self.modes)
+        self.busy.update(self.targets)
+        for i in self.targets:
+            self._hit(i)
+        self.active = True
+        return {"mode": mode, "nodes": self.targets}
+
+    def stop(self):
+        for i in self.targets:
+            self._heal(i)
+        self.busy.difference_update(self.targets)
+        done, self.targets = self.targets, []
+        self.active = False
+        return {self.healed: done}
+
+
+class Kill(_ProcessNemesis):
     family = "kill"
-    modes = ("random", "leader", "majority")
+    healed = "restarted"
 
-    def __init__(self, cluster, busy) -> None:
-        super().__init__(cluster, busy)
-        self.targets: list[int] = []
+    def _hit(self, i: int) -> None:
+        self.cluster.kill(i)
 
-    def start(self, rng):
-        mode, self.targets = _pick_targets(self, rng, self.modes)
-        self.busy.update(self.targets)
-        for i in self.targets:
-            self.cluster.kill(i)
-        self.active = True
-        return {"mode": mode, "nodes": self.targets}
-
-    def stop(self):
-        for i in self.targets:
-            self.cluster.start(i)
-        self.busy.difference_update(self.targets)
-        done, self.targets = self.targets, []
-        self.active = False
-        return {"restarted": done}
+    def _heal(self, i: int) -> None:
+        self.cluster.start(i)
 
 
-class Pause(Nemesis):
+class Pause(_ProcessNemesis):
     family = "pause"
-    modes = ("random", "leader", "majority")
+    healed = "resumed"
 
-    def __init__(self, cluster, busy) -> None:
-        super().__init__(cluster, busy)
-        self.targets: list[int] = []
+    def _hit(self, i: int) -> None:
+        self.cluster.pause(i)
 
-    def start(self, rng):
-        mode, self.targets = _pick_targets(self, rng, self.modes)
-        self.busy.update(self.targets)
-        for i in self.targets:
-            self.cluster.pause(i)
-        self.active = True
-        return {"mode": mode, "nodes": self.targets}
-
-    def stop(self):
-        for i in self.targets:
-            self.cluster.resume(i)
-        self.busy.difference_update(self.targets)
-        done, self.targets = self.targets, []
-        self.active = False
-        return {"resumed": done}
+    def _heal(self, i: int) -> None:
+        self.cluster.resume(i)
 
 
 def partition_pairs(components: list[list[int]]) -> set[tuple[int, int]]:

@@ -17,20 +17,9 @@ import sys
 import tempfile
 import time
 
+from kvstore.testing import free_ports
+
 READY_TIMEOUT_S = 60.0
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def ensure_apt_package(binary: str, package: str, log=print) -> str:
