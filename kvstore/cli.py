@@ -40,10 +40,10 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-thread", action="store_true",
                    help="run storage writes in a worker thread instead of on the event loop's "
                         "thread (overlaps fsync with networking; costs a GIL hand-off per turn)")
-    p.add_argument("--log", choices=("lmdb", "wal"), default="lmdb",
-                   help="where Raft logs live: lmdb (default) or wal (an append-only log, one "
-                        "sequential fdatasync per batch; applies committed to LMDB unsynced). "
-                        "A data directory keeps the mode it was created with")
+    p.add_argument("--log", choices=("lmdb", "wal"), default=None,
+                   help="where Raft logs live: lmdb or wal (an append-only log, one sequential "
+                        "fdatasync per batch; applies committed to LMDB unsynced). Default: the "
+                        "data directory's mode; a new one: lmdb ($KVSTORE_STORE_LOG overrides)")
     p.add_argument("--switch-interval-ms", type=float, default=0.5,
                    help="sys.setswitchinterval for --storage-thread (GIL hand-back latency)")
     p.add_argument("--log-level", default="info")
@@ -166,7 +166,9 @@ def _serve_argv(i: int, spec: str, data_dir: str, args) -> list[str]:
         argv.append("--no-fsync")
     if args.storage_thread:
         argv.append("--storage-thread")
-    argv += ["--switch-interval-ms", str(args.switch_interval_ms), "--log", args.log]
+    argv += ["--switch-interval-ms", str(args.switch_interval_ms)]
+    if args.log:
+        argv += ["--log", args.log]
     return argv
 
 

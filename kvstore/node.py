@@ -118,7 +118,7 @@ class NodeConfig:
     # and more throughput than the overlap it buys (see README, "Performance")
     storage_thread: bool = False
     # "wal": Raft logs in an append-only WAL, applies committed unsynced (storage/wal.py)
-    log: str = "lmdb"
+    log: str | None = None  # None: the data directory's mode (new: lmdb)
     listen_host: str | None = None  # bind here instead of the host of this node's address
 
 

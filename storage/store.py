@@ -125,6 +125,15 @@ def _disk_error(exc: lmdb.Error, path: str | None = None) -> StorageError | None
     return None
 
 
+def _stored_log_mode(path: str) -> str | None:
+    """The log mode an existing store was created with (None: a new store)."""
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return None
+    if os.path.isdir(os.path.join(path, "wal")):
+        return "wal"
+    return "lmdb"
+
+
 class NodeStore:
     def __init__(self, path: str, env: lmdb.Environment, lock_fd: int, sync: bool,
                  session_ttl: int) -> None:
@@ -168,13 +177,14 @@ class NodeStore:
 
     @classmethod
     def open(cls, path, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
-             session_ttl: int = mvcc.SESSION_TTL_NS, log: str = "lmdb",
+             session_ttl: int = mvcc.SESSION_TTL_NS, log: str | None = None,
              wal_segment_bytes: int | None = None) -> "NodeStore":
         """Open (creating) the store in directory `path`.
 
         `log="wal"` keeps Raft logs and hard states in an append-only WAL (storage/wal.py)
         and commits applies to LMDB without a sync each; `log="lmdb"` keeps everything in
-        LMDB. A directory must always be opened in the mode it was created with.
+        LMDB. A store remembers its mode: `log=None` opens it in that mode (a new store:
+        $KVSTORE_STORE_LOG, default "lmdb"); another explicit mode raises InvalidInput.
 
         `map_size` is the initial LMDB map size; it doubles automatically when full.
         `sync=False` gives up durability (tests and benchmarks only). Raises StoreLocked if
@@ -191,8 +201,12 @@ class NodeStore:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            if log not in ("lmdb", "wal"):
+            if log not in (None, "lmdb", "wal"):
                 raise InvalidInput(f"log must be 'lmdb' or 'wal', not {log!r}")
+            if log is None:
+                log = _stored_log_mode(path) or os.environ.get("KVSTORE_STORE_LOG", "lmdb")
+                if log not in ("lmdb", "wal"):
+                    raise InvalidInput(f"KVSTORE_STORE_LOG must be lmdb or wal, not {log!r}")
             wal_mode = log == "wal"
             env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync and not wal_mode,
                             metasync=sync and not wal_mode, readahead=False, max_readers=256,
@@ -737,7 +751,10 @@ class NodeStore:
         transaction is built, just before its commit (again if the transaction is retried
         after a map resize). It must not call the store. Results of committed Raft entries
         are a function of the log alone, so a caller may act on them then (e.g. answer a
-        client): if the commit fails, re-applying the same entries gives the same results."""
+        client): if the commit fails, re-applying the same entries gives the same results.
+
+        WAL mode: the persist is a WAL append (one fdatasync) that stays even if the apply
+        then fails; the apply is one unsynced LMDB transaction (all or nothing)."""
         writes = list(writes)
         applies = list(applies)
         if self._wal is not None:  # the WAL append (one fdatasync), then an unsynced apply

@@ -29,6 +29,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -39,12 +40,13 @@ from raft.storage import entry_size
 from raft.types import Entry, HardState
 
 from . import codec
-from .errors import CorruptData, StorageError
+from .errors import CorruptData, DiskFull, StorageError
 
 ENTRIES, HARD, SNAP, REMOVE = 1, 2, 3, 4
 _HEAD = struct.Struct("<II")
 DEFAULT_SEGMENT_BYTES = 64 << 20
 _MAX_RECORD = 1 << 30
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 class MemLog:
@@ -160,6 +162,7 @@ class Wal:
         self._seg_max: dict[int, dict[int, int]] = {}  # seq -> group -> highest entry index
         self._fd: int | None = None
         self._size = 0
+        self.broken = False  # a failed write could not be undone: the file is suspect
         self.stats = {"appends": 0, "bytes": 0, "syncs": 0, "deleted_segments": 0}
 
     def _path(self, seq: int) -> str:
@@ -234,13 +237,29 @@ class Wal:
             self._write(b"".join(recs))
 
     def _write(self, data: bytes) -> None:
+        """Append and sync; on a failed write the partial record is cut off again (so a
+        full disk is an error, not a torn record in the middle of the log)."""
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self.broken = True
+            if exc.errno in _DISK_FULL:
+                raise DiskFull(f"WAL: disk full: {exc}") from None
+            self.broken = True
+            raise StorageError(f"WAL write failed: {exc}") from None
         self._size += len(data)
         if self.sync:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:  # the page cache's state is unknown after this
+                self.broken = True
+                raise StorageError(f"WAL fdatasync failed: {exc}") from None
             self.stats["syncs"] += 1
 
     def append(self, records: list[bytes], maxes: dict[int, int]) -> None:
@@ -250,17 +269,13 @@ class Wal:
             return
         if self._size >= self.segment_bytes:
             self._new_segment(self._segs[-1] + 1)
-        data = b"".join(records)
-        try:
-            self._write(data)
-        except OSError as exc:
-            raise StorageError(f"WAL write failed: {exc}") from None
+        self._write(b"".join(records))
         m = self._seg_max[self._segs[-1]]
         for g, i in maxes.items():
             if i > m.get(g, 0):
                 m[g] = i
         self.stats["appends"] += 1
-        self.stats["bytes"] += len(data)
+        self.stats["bytes"] += sum(map(len, records))
 
     def forget_group(self, gid: int) -> None:
         self.append([encode_record(REMOVE, gid, None)], {})

@@ -25,12 +25,13 @@ What lives where
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from raft.types import HardState, Snapshot
 
 from . import codec
-from .errors import CorruptData, InvalidInput, StorageError, StoreClosed
+from .errors import CorruptData, DiskFull, InvalidInput, StorageError, StoreClosed
 from .group import GroupState, group_prefix
 from .wal import DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, MemLog, Wal, encode_record, entries_record
 from .wal import hard_state_record
@@ -147,7 +148,8 @@ def _append(store, records: list[bytes], maxes: dict[int, int]) -> None:
     try:
         store._wal.append(records, maxes)
     except (OSError, StorageError):
-        store._wal_broken = True  # memory and file may disagree now: refuse further writes
+        if store._wal.broken or not isinstance(sys.exc_info()[1], DiskFull):
+            store._wal_broken = True  # file and memory may disagree: refuse further writes
         raise
 
 
@@ -237,11 +239,7 @@ def forget_group(store, gid: int) -> None:
     with store._mem_lock:
         if gid not in wal.logs and gid not in wal.hard:
             return
-    try:
-        wal.append([encode_record(REMOVE, gid, None)], {})
-    except (OSError, StorageError):
-        store._wal_broken = True
-        raise
+    _append(store, [encode_record(REMOVE, gid, None)], {})
     with store._mem_lock:
         wal._forget(gid)
 

@@ -234,6 +234,10 @@ def test_log_mode_is_remembered(tmp_path):
     with open_wal_store(p) as s:
         s.persist([GroupWrite(1, entries=ents(1, 1))])
     with pytest.raises(InvalidInput):
-        NodeStore.open(p, sync=False)
+        NodeStore.open(p, sync=False, log="lmdb")
+    with NodeStore.open(p, sync=False) as s:  # no mode given: the store's own
+        assert s.log_mode == "wal" and s.group(1).last_index() == 1
+    with NodeStore.open(tmp_path / "l", sync=False) as s:
+        assert s.log_mode == os.environ.get("KVSTORE_STORE_LOG", "lmdb")
     with pytest.raises(InvalidInput):
         NodeStore.open(p, sync=False, log="nope")
