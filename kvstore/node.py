@@ -230,7 +230,7 @@ class Node:
         # so leaders start out spread evenly rather than wherever the random timeouts fell.
         self._campaign_at_tick = 3 if stored is None else None
         log.info("node opened", extra={"groups": len(self.groups), "data_dir": cfg.data_dir,
-                                       "fresh": stored is None})
+                                       "fresh": stored is None, "log": self.store.log_mode})
 
     def _bootstrap(self, wanted: dict) -> None:
         self.map = initial_map(wanted["nodes"], wanted["num_buckets"], wanted["replication"])
