@@ -17,9 +17,14 @@ What lives where
   dropped too and a SNAP record is appended so a later replay agrees. LMDB's applied index
   may be behind the WAL's commit index after a crash: the node re-applies the committed
   entries above it (RawNode starts at `applied_index`, the log and commit come from here).
-- Checkpoints (`maybe_checkpoint`, at most every CHECKPOINT_S while more than one segment
-  exists): note every group's min(log offset, applied index), sync LMDB, then delete the WAL
-  segments whose entries are all at or below those indexes (wal.Wal.drop_segments).
+- Checkpoints (`maybe_checkpoint`, after a persist at most every CHECKPOINT_S, and on close):
+  note every group's min(log offset, applied index), sync LMDB, then delete the WAL segments
+  whose entries are all at or below those indexes (wal.Wal.drop_segments).
+- Caveat (why this mode is not the default): LMDB committed without a sync keeps its
+  integrity across a PROCESS crash (the page cache survives; tested with SIGKILL), but LMDB's
+  own documentation says a SYSTEM crash (power loss, kernel panic) with MDB_NOSYNC may corrupt
+  the file unless the file system preserves write order, which ext4 does not promise. Such a
+  node must then be wiped and rebuilt from its peers (a snapshot). The WAL itself is safe.
 """
 
 from __future__ import annotations
@@ -247,8 +252,6 @@ def forget_group(store, gid: int) -> None:
 def maybe_checkpoint(store, force: bool = False) -> int:
     """Sync LMDB and delete the WAL segments it no longer needs; returns how many."""
     wal = store._wal
-    if len(wal.segments()) < 2:
-        return 0
     now = time.monotonic()
     if not force and now - store._last_checkpoint < CHECKPOINT_S:
         return 0
@@ -258,6 +261,6 @@ def maybe_checkpoint(store, force: bool = False) -> int:
         ap = store._applies.get(gid)
         applied = max(ap.applied_index if ap is not None else 0, st.snapshot.metadata.index)
         durable[gid] = min(st.offset_index, applied)
-    if store._sync:
+    if store._sync:  # also bounds how far LMDB trails the WAL (replay after a power loss)
         store._env.sync(True)
     return wal.drop_segments(durable)
