@@ -21,7 +21,9 @@ Reads `as_of` a time older than the bucket's GC horizon raise `HistoryCompacted`
 `storage.raft_adapter.LmdbRaftStorage` gives one group MemoryStorage's write methods (for the
 Raft simulator and the conformance tests). Module map: store.py (NodeStore, transactions),
 group.py (raft Storage view), mvcc.py (apply, scan, GC), snapshot.py (streaming), keys.py
-(data key layout), codec.py (every encoding), commands.py (commands, batches, results).
+(data key layout), codec.py (every encoding), commands.py (commands, batches, results),
+wal.py + wal_store.py (opt-in `NodeStore.open(path, log="wal")`: Raft logs and hard states in
+an append-only WAL, applies committed to LMDB unsynced; see wal_store.py for the caveat).
 
 Threading: writes (persist, apply, gc, compact, install_snapshot, remove_group, put_meta) may be
 called from any thread, one at a time (the node uses ONE worker thread); each is one complete
