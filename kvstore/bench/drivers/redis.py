@@ -13,10 +13,11 @@ DEFAULT_DURABILITY = ("single node, no replication; AOF with appendfsync always 
 
 class RedisDriver(Driver):
     name = "redis"
+    default_durability = DEFAULT_DURABILITY
 
     def __init__(self, endpoints: list[str], connections: int = 4, durability: str | None = None) -> None:
         self.pool = RespPool(endpoints, connections)
-        self.durability = durability or DEFAULT_DURABILITY
+        self.durability = durability or self.default_durability
 
     async def open(self, nursery: trio.Nursery) -> None:
         await self.pool.open(nursery)
