@@ -20,6 +20,8 @@ from raft.types import (
     Unavailable,
 )
 
+from .errors import InvalidInput
+
 
 _U64 = struct.Struct(">Q")
 
@@ -57,6 +59,22 @@ class GroupState(NamedTuple):  # a tuple: cheap to build once per group per comm
 
 
 EMPTY_STATE = GroupState(0, 0, 0, 0, HardState(), ConfState(), Snapshot())
+
+
+def entries_to_append(group_id: int, entries: list[Entry], st: GroupState) -> list[Entry]:
+    """The part of `entries` that a persist must write onto a log in state `st`: entries at or
+    below the compaction point are committed already and dropped; the rest must be contiguous
+    and start no later than `st.last_index + 1` (InvalidInput otherwise)."""
+    if entries and entries[0].index <= st.offset_index:
+        entries = [e for e in entries if e.index > st.offset_index]
+    if entries:
+        lo = entries[0].index
+        if lo > st.last_index + 1:
+            raise InvalidInput(f"group {group_id}: append at {lo} leaves a gap after {st.last_index}")
+        if entries[-1].index - lo != len(entries) - 1 or any(
+                b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
+            raise InvalidInput(f"group {group_id}: entries not contiguous from {lo}")
+    return entries
 
 
 class GroupStorage:

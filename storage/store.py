@@ -64,7 +64,7 @@ from .errors import (
     StoreClosed,
     StoreLocked,
 )
-from .group import EMPTY_STATE, GroupState, GroupStorage, group_prefix, log_key
+from .group import EMPTY_STATE, GroupState, GroupStorage, entries_to_append, group_prefix, log_key
 from . import wal_store
 
 DEFAULT_MAP_SIZE = 1 << 30
@@ -577,17 +577,9 @@ class NodeStore:
             st = self._install_snapshot_meta(txn, gid, st, w.snapshot)
         last, last_term, hs, cs = st.last_index, st.last_term, st.hard_state, st.conf_state
         tail = st.tail_start
-        entries = w.entries
-        if entries and entries[0].index <= st.offset_index:
-            # already compacted, so committed: nothing to do for those
-            entries = [e for e in entries if e.index > st.offset_index]
+        entries = entries_to_append(gid, w.entries, st)
         if entries:
             lo = entries[0].index
-            if lo > last + 1:
-                raise InvalidInput(f"group {gid}: append at {lo} leaves a gap after {last}")
-            if entries[-1].index - lo != len(entries) - 1 or any(
-                    b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
-                raise InvalidInput(f"group {gid}: entries not contiguous from {lo}")
             if lo <= last:
                 self._delete_log_range(txn, gid, lo, last)
             put = txn.put

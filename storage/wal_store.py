@@ -36,8 +36,8 @@ import time
 from raft.types import HardState, Snapshot
 
 from . import codec
-from .errors import CorruptData, DiskFull, InvalidInput, StorageError, StoreClosed
-from .group import GroupState, group_prefix
+from .errors import CorruptData, DiskFull, StorageError, StoreClosed
+from .group import GroupState, entries_to_append, group_prefix
 from .wal import DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, MemLog, Wal, encode_record, entries_record
 from .wal import hard_state_record
 
@@ -208,15 +208,8 @@ def persist(store, batch) -> None:
         gid = w.group_id
         st = pending.get(gid) or store._group_state(gid)
         last, last_term, hs = st.last_index, st.last_term, st.hard_state
-        entries = w.entries
-        if entries and entries[0].index <= st.offset_index:
-            entries = [e for e in entries if e.index > st.offset_index]
+        entries = entries_to_append(gid, w.entries, st)
         if entries:
-            lo = entries[0].index
-            if lo > last + 1:
-                raise InvalidInput(f"group {gid}: append at {lo} leaves a gap after {last}")
-            if any(b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
-                raise InvalidInput(f"group {gid}: entries not contiguous from {lo}")
             records.append(entries_record(gid, entries))
             appends.append((gid, st.offset_index, entries))
             last, last_term = entries[-1].index, entries[-1].term
