@@ -20,6 +20,7 @@ from raft.types import (
     Unavailable,
 )
 
+from . import codec
 from .errors import InvalidInput
 
 
@@ -32,6 +33,24 @@ def log_key(group_id: int, index: int) -> bytes:
 
 def group_prefix(group_id: int) -> bytes:
     return _U64.pack(group_id)
+
+
+# Suffixes of a group's records in the raft database (after group_prefix): hard state, conf
+# state, snapshot record, log offset (index and term of the last discarded entry).
+HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY = b"h", b"c", b"s", b"o"
+
+
+def load_group_meta(txn, raft_db, group_id: int) -> tuple[int, int, Snapshot, ConfState]:
+    """(offset index, offset term, snapshot record, conf state) of a group, from its records."""
+    gp = group_prefix(group_id)
+    raw = txn.get(gp + SNAP_KEY, db=raft_db)
+    snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
+    raw = txn.get(gp + CS_KEY, db=raft_db)
+    cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
+    raw = txn.get(gp + OFFSET_KEY, db=raft_db)
+    offset, offset_term = (codec.unpack(raw) if raw is not None else
+                           (snap.metadata.index, snap.metadata.term))
+    return offset, offset_term, snap, cs
 
 
 class GroupState(NamedTuple):  # a tuple: cheap to build once per group per commit

@@ -64,7 +64,8 @@ from .errors import (
     StoreClosed,
     StoreLocked,
 )
-from .group import EMPTY_STATE, GroupState, GroupStorage, entries_to_append, group_prefix, log_key
+from .group import (CS_KEY, EMPTY_STATE, HS_KEY, OFFSET_KEY, SNAP_KEY, GroupState, GroupStorage,
+                    entries_to_append, group_prefix, load_group_meta, log_key)
 from . import wal_store
 
 DEFAULT_MAP_SIZE = 1 << 30
@@ -73,7 +74,7 @@ _LOG_KEY = struct.Struct(">QQ")
 _BUCKET = struct.Struct(">I")
 _NEWEST = b"\x00" * 8  # the inverted version of the newest possible version
 _VERSION_BASE = keys.MAX_VERSION
-_HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
+_HS, _CS, _SNAP, _OFFSET = HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
 _NEARLY_FULL_BYTES = 64 << 20
@@ -407,15 +408,9 @@ class NodeStore:
         if self._wal is not None:
             return wal_store.load_group(self, txn, group_id)
         gp = group_prefix(group_id)
-        raw = txn.get(gp + _SNAP, db=self._db_raft)
-        snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
+        offset, offset_term, snap, cs = load_group_meta(txn, self._db_raft, group_id)
         raw = txn.get(gp + _HS, db=self._db_raft)
         hs = codec.decode_hard_state(raw) if raw is not None else HardState()
-        raw = txn.get(gp + _CS, db=self._db_raft)
-        cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
-        raw = txn.get(gp + _OFFSET, db=self._db_raft)
-        offset, offset_term = (codec.unpack(raw) if raw is not None else
-                               (snap.metadata.index, snap.metadata.term))
         last, last_term = offset, offset_term
         cur = txn.cursor(db=self._db_log)
         if cur.set_range(group_prefix(group_id + 1)) if group_id + 1 < 1 << 64 else False:

@@ -37,24 +37,13 @@ from raft.types import HardState, Snapshot
 
 from . import codec
 from .errors import CorruptData, DiskFull, StorageError, StoreClosed
-from .group import GroupState, entries_to_append, group_prefix
+from .group import (CS_KEY, HS_KEY, OFFSET_KEY, SNAP_KEY, GroupState, entries_to_append,
+                    group_prefix, load_group_meta)
 from .wal import DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, MemLog, Wal, encode_record, entries_record
 from .wal import hard_state_record
 
 CHECKPOINT_S = 1.0
-_HS, _CS, _SNAP, _OFFSET = b"h", b"c", b"s", b"o"
-
-
-def _meta(store, txn, gid: int):
-    gp = group_prefix(gid)
-    raw = txn.get(gp + _SNAP, db=store._db_raft)
-    snap = codec.decode_snapshot(raw) if raw is not None else Snapshot()
-    raw = txn.get(gp + _CS, db=store._db_raft)
-    cs = codec.decode_conf_state(raw) if raw is not None else snap.metadata.conf_state
-    raw = txn.get(gp + _OFFSET, db=store._db_raft)
-    offset, offset_term = (codec.unpack(raw) if raw is not None else
-                           (snap.metadata.index, snap.metadata.term))
-    return offset, offset_term, snap, cs
+_HS, _CS, _SNAP, _OFFSET = HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY
 
 
 def open_wal(store, segment_bytes: int | None) -> None:
@@ -65,7 +54,7 @@ def open_wal(store, segment_bytes: int | None) -> None:
     txn = store._begin_read()
     try:
         for gid, ml in wal.logs.items():
-            offset, offset_term, _snap, _cs = _meta(store, txn, gid)
+            offset, offset_term, _snap, _cs = load_group_meta(txn, store._db_raft, gid)
             if not ml.entries:
                 ml.start = offset + 1
             elif ml.start > offset + 1:
@@ -95,7 +84,7 @@ def close_wal(store) -> None:
 
 
 def load_group(store, txn, gid: int) -> GroupState:
-    offset, offset_term, snap, cs = _meta(store, txn, gid)
+    offset, offset_term, snap, cs = load_group_meta(txn, store._db_raft, gid)
     wal = store._wal
     hs = wal.hard.get(gid) or HardState()
     with store._mem_lock:
