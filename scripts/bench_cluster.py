@@ -137,7 +137,7 @@ def main() -> int:
                 for i in c.ids:
                     out = os.path.join(os.path.abspath(args.profile), f"{wl}-node{i}.txt")
                     spies.append(subprocess.Popen(
-                        [spy, "record", "--gil", "-f", "raw", "-o", out, "-r", "100", "-d",
+                        [spy, "record", "--gil", "-f", "raw", "-o", out, "-r", os.environ.get("KVSTORE_PROFILE_RATE", "100"), "-d",
                          str(int(args.seconds) + 3), "-p", str(c.procs[i].pid)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             cpu0 = {i: proc_cpu_s(c.procs[i].pid) for i in c.ids}
@@ -152,7 +152,13 @@ def main() -> int:
             for p in spies:
                 p.wait(timeout=60)
         for i in c.ids:
-            st = c.status(i)["stats"]
+            full = c.status(i)
+            st = full["stats"]
+            ws = full.get("store") or {}
+            if ws.get("commits"):
+                print(f"node {i} store: {ws['commits']} commits, per commit: building "
+                      f"{ws['build_s'] / ws['commits'] * 1e6:.0f} us, LMDB commit "
+                      f"{ws['commit_s'] / ws['commits'] * 1e6:.0f} us")
             print(f"node {i}: turns {st['turns']} (Readies per turn {st['readies'] / max(1, st['turns']):.1f}), "
                   f"storage jobs with a persist {st['persists']}, proposed {st['proposed']}, "
                   f"applied entries {st['applied_entries']}; writer busy {st['storage_ms'] / 1000:.1f} s; "
