@@ -15,6 +15,11 @@ Layout (indexes grow to the right):
   means the driver will persist the replacement with the next Ready).
 - `committed` >= `applied`; `applying` (>= applied) marks committed entries handed out in a
   Ready but not yet confirmed applied by `advance`.
+- `cache` keeps the entries `stable_to` moved out of `unstable` (they are in storage now) while
+  they are not yet applied: committed entries are handed out (and sent to followers) from
+  memory instead of read back from storage. It is always the exact durable run
+  [cache_start, offset) — a truncation or a snapshot drops what it replaces — so serving
+  from it equals reading storage.
 """
 
 from __future__ import annotations
@@ -23,17 +28,19 @@ from .storage import ENTRY_OVERHEAD, Storage, limit_size
 from .types import Compacted, Entry, EntryType, Snapshot, Unavailable
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
+CACHE_MAX = 4096  # stable entries kept in memory until applied (see `cache`)
 
 
 class RaftLog:
     __slots__ = ("storage", "ents", "offset", "in_progress", "snapshot", "snapshot_in_progress",
-                 "committed", "applied", "applying")
+                 "committed", "applied", "applying", "cache")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         first = storage.first_index()
         last = storage.last_index()
         self.ents: list[Entry] = []
+        self.cache: list[Entry] = []  # stable, not yet applied: indexes [offset - len, offset)
         self.offset = last + 1
         self.in_progress = last + 1
         self.snapshot: Snapshot | None = None
@@ -74,6 +81,9 @@ class RaftLog:
             if index == snap.metadata.index:
                 return snap.metadata.term
             raise Compacted(f"index {index} is before the pending snapshot")
+        j = index - offset + len(self.cache)
+        if j >= 0:
+            return self.cache[j].term
         return self.storage.term(index)
 
     def term_or_zero(self, index: int) -> int:
@@ -109,7 +119,12 @@ class RaftLog:
         offset = self.offset
         if lo >= offset:
             return limit_size(self.ents[lo - offset : hi - offset], max_bytes)
-        stored = self.storage.entries(lo, min(hi, offset), max_bytes)
+        cache = self.cache
+        j = lo - offset + len(cache)
+        if j >= 0:
+            stored = limit_size(cache[j : j + min(hi, offset) - lo], max_bytes)
+        else:
+            stored = self.storage.entries(lo, min(hi, offset), max_bytes)
         if hi <= offset or len(stored) < min(hi, offset) - lo:
             return stored
         unstable = self.ents[: hi - offset]
@@ -170,6 +185,11 @@ class RaftLog:
             self.ents.extend(entries)
         elif after < offset:
             # Replace the whole unstable tail; the entries in storage after `after` are stale.
+            keep = len(self.cache) - (offset - 1 - after)
+            if keep > 0:
+                del self.cache[keep:]
+            else:
+                self.cache = []
             self.offset = after + 1
             self.in_progress = after + 1
             self.ents = list(entries)
@@ -222,8 +242,10 @@ class RaftLog:
         j = index - offset
         if j >= len(self.ents) or self.ents[j].term != term:
             return
+        self.cache.extend(self.ents[: j + 1])
         del self.ents[: j + 1]
         self.offset = index + 1
+        self._trim_cache()
         if self.in_progress < self.offset:
             self.in_progress = self.offset
 
@@ -239,6 +261,7 @@ class RaftLog:
         self.snapshot = snapshot
         self.snapshot_in_progress = False
         self.ents = []
+        self.cache = []
         self.offset = index + 1
         self.in_progress = index + 1
 
@@ -283,3 +306,13 @@ class RaftLog:
             self.applied = index
         if self.applying < index:
             self.applying = index
+        self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """Forget cached entries that are applied (a slow follower reads them from storage),
+        and keep at most CACHE_MAX."""
+        cache = self.cache
+        if cache:
+            drop = max(self.applied - (self.offset - len(cache)) + 1, len(cache) - CACHE_MAX)
+            if drop > 0:
+                del cache[:drop]
