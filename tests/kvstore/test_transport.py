@@ -1,0 +1,101 @@
+"""The peer transport against real loopback sockets: batching, the handshake, a dead peer, and a
+peer that stops reading (the watchdog must cut the stalled send and the sender reconnect)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from client.wire import FrameDecoder
+from kvstore import transport as tp
+from kvstore.transport import Transport
+
+
+async def _serve(received: list, nursery, read: bool = True):
+    """A listener on a free loopback port; returns (port, connections accepted counter)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    accepted = []
+
+    async def handler(stream):
+        accepted.append(stream)
+        dec = FrameDecoder()
+        if not read:
+            await trio.sleep_forever()
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            for frame in dec.feed(data):
+                received.append(frame)
+
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    return port, accepted
+
+
+async def _until(pred, timeout=5.0):
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(0.01)
+
+
+def test_items_arrive_batched_after_the_handshake():
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, _acc = await _serve(received, n)
+            t = Transport(1, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            for i in range(100):
+                t.send(2, [7, i, b"x"])
+            await _until(lambda: sum(len(f) for f in received) >= 101)
+            assert received[0] == [["peer", {"id": 1}]]
+            items = [it for f in received[1:] for it in f]
+            assert items == [[7, i, b"x"] for i in range(100)]
+            assert len(received) - 1 < 100  # one turn's items share frames
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_dead_peer_drops_items_and_is_reported():
+    async def main():
+        unreachable = []
+        async with trio.open_nursery() as n:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            port = listeners[0].socket.getsockname()[1]
+            for lst in listeners:
+                await lst.aclose()  # nobody listens there any more
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, unreachable.append)
+            n.start_soon(t.run)
+            await _until(lambda: unreachable)
+            t.send(2, [1, 2, 3])
+            assert t.statistics()[2]["dropped"] >= 1
+            assert not t.is_connected(2)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_peer_that_stops_reading_is_cut_by_the_watchdog(monkeypatch):
+    monkeypatch.setattr(tp, "SEND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(tp, "WATCHDOG_S", 0.05)
+
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, accepted = await _serve(received, n, read=False)
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            big = b"y" * 60_000
+            item = [0] * 7 + [[1, 1, 0, big]] + [0] * 5  # shaped like an encoded raft message
+            for _ in range(400):  # 24 MB: more than the socket buffers hold, so a send blocks
+                t.send(2, item)
+            await _until(lambda: t.statistics()[2]["stalls"] >= 1)
+            # the stalled connection was closed and a new one opened
+            await _until(lambda: len(accepted) >= 2 and t.is_connected(2))
+            n.cancel_scope.cancel()
+
+    trio.run(main)
