@@ -12,6 +12,7 @@ See store.py's module docstring for why streaming in short read transactions is 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 
 from raft.types import Snapshot, SnapshotMetadata
@@ -25,7 +26,7 @@ _SCAN_PER_PIECE = 20_000  # records examined per read transaction at most
 
 def _header(store, group_id: int, bucket: int):
     gp = group_prefix(group_id)
-    txn = store._begin_read()
+    txn = store._begin_committed_read()  # the committed state, like the data pieces
     try:
         ast = store._load_apply(txn, group_id)
         st = store._load_group(txn, group_id)
@@ -57,12 +58,29 @@ def _header(store, group_id: int, bucket: int):
 
 
 def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[bytes]:
+    """The chunks of a snapshot (see the module docstring); the header is read now."""
     chunk_bytes = max(1, chunk_bytes)
     with store._write_lock:  # no GC between pinning and reading the header
-        pin = store.last_version(group_id)
-        store._pins.setdefault(bucket, []).append(pin)
-        epoch = store._epochs.get(bucket, 0)
+        if store._dtxn is not None and threading.get_ident() == store._home:
+            store._commit_deferred("snapshot")  # the snapshot is as of now
+        # the header, its version pin and the data all come from committed states: the pin
+        # is the committed last version (GC keeps what is visible at it), every later
+        # committed state holds the same versions <= it
         meta, version, sessions = _header(store, group_id, bucket)
+        store._pins.setdefault(bucket, []).append(version)
+        epoch = store._epochs.get(bucket, 0)
+    gen = _chunks(store, bucket, chunk_bytes, meta, version, sessions, epoch)
+    first = next(gen)  # enters the try whose finally drops the pin (also when gen is dropped)
+    return _chain(first, gen)
+
+
+def _chain(first: bytes, gen: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from gen
+
+
+def _chunks(store, bucket: int, chunk_bytes: int, meta, version: int, sessions: list,
+            epoch: int) -> Iterator[bytes]:
     try:
         yield codec.pack(["h", bucket, codec.metadata_list(meta), meta.index, version])
         piece: list = []
@@ -82,7 +100,7 @@ def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[byte
             if store._epochs.get(bucket, 0) != epoch:
                 raise SnapshotAborted(f"bucket {bucket} was replaced during the snapshot")
             records, size, seek, pos = [], 0, pos, None
-            txn = store._begin_read()  # one short read transaction per piece
+            txn = store._begin_committed_read()  # one short read transaction per piece
             try:
                 cur = txn.cursor(db=store._db_data)
                 ok = cur.set_range(seek)
@@ -108,11 +126,19 @@ def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[byte
         yield codec.pack(["e", count, len(sessions), store.gc_horizon(bucket)])
     finally:
         with store._write_lock:
-            store._pins[bucket].remove(pin)
+            store._pins[bucket].remove(version)
 
 
 def install(store, group_id: int, bucket: int, metadata: SnapshotMetadata | None,
             chunks: Iterable[bytes]) -> SnapshotMetadata:
+    # one hold of the write lock: no deferred write of the home thread starts in between
+    # (which would make this thread's next write fail)
+    with store._write_lock:
+        return _install(store, group_id, bucket, metadata, chunks)
+
+
+def _install(store, group_id: int, bucket: int, metadata: SnapshotMetadata | None,
+             chunks: Iterable[bytes]) -> SnapshotMetadata:
     gp = group_prefix(group_id)
     store._write(lambda txn: (store._delete_prefix(txn, store._db_staging, gp), None))
     try:
@@ -195,13 +221,14 @@ def _swap(store, group_id: int, bucket: int, meta: SnapshotMetadata, version: in
         st = store._load_group(txn, group_id)
         if st.snapshot.metadata.index < meta.index:  # (raft may have persisted it already)
             st = store._install_snapshot_meta(txn, group_id, st, Snapshot(meta))
+        # before the commit: a stream of this bucket stops at its next piece
+        store._epochs[bucket] = store._epochs.get(bucket, 0) + 1
 
         def publish():
             from .store import ApplyState
 
             store._groups[group_id] = st
             store._applies[group_id] = ApplyState(bucket, meta.index, version)
-            store._epochs[bucket] = store._epochs.get(bucket, 0) + 1
             store._horizons[bucket] = horizon
 
         return meta, publish

@@ -78,6 +78,13 @@ _HS, _CS, _SNAP, _OFFSET = HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _MAX_RESIZES = 16
 _NEARLY_FULL_BYTES = 64 << 20
+# Deferred commits (WAL mode, see wal_store.py): the open LMDB transaction is committed once
+# it is this old, or holds this much work (applied commands, GC'd versions...), or the WAL
+# took this many bytes since it opened (a proxy for the bytes applied).
+DEFER_MAX_S = 0.1
+DEFER_MAX_OPS = 20_000
+DEFER_MAX_WAL_BYTES = 16 << 20
+_DEFER_ROOM_MIN = 64 << 20  # free map space wanted when a deferred transaction opens
 
 
 @dataclass(slots=True, frozen=True)
@@ -142,9 +149,20 @@ class NodeStore:
         self._wal = None  # log="wal": the Wal (Raft logs and hard states), see wal_store.py
         self._wal_after: list = []  # WAL work of the running transaction, done after commit
         self._wal_broken = False
-        self._wal_mode = False  # LMDB commits unsynced; durable writes sync explicitly
+        # Deferred commits (WAL mode, the default there): writes made on the home thread go
+        # into one long-lived write transaction (`_dtxn`), each in a nested child transaction
+        # of it, committed (synced) when due; see wal_store.py.
+        self._defer = False
+        self._home = threading.get_ident()  # the thread that opened the store
+        self._dtxn = None  # the open deferred transaction (only on the home thread)
+        self._dchild = None  # the child transaction of the write being built in it
+        self._dtxn_t0 = 0.0
+        self._dtxn_ops = 0
+        self._dtxn_wal0 = 0
+        self._broken: str | None = None  # why the store refuses work (caches ahead of disk)
         self._mem_lock = threading.Lock()  # guards the WAL's in-memory logs
         self._last_checkpoint = 0.0
+        self.checkpoint_durable: dict[int, int] = {}  # WAL mode: the last checkpoint's bounds
         self._env = env
         self._lock_fd = lock_fd
         self._sync = sync
@@ -159,7 +177,10 @@ class NodeStore:
         self._db_gc = env.open_db(b"gc")  # bucket -> GC horizon (reads as_of below: refused)
         self._write_lock = threading.RLock()
         # where write time goes: building transactions vs committing them (the fsyncs)
-        self.write_stats = {"commits": 0, "build_s": 0.0, "commit_s": 0.0}
+        # (WAL mode with deferral: `commits` are LMDB commits, `writes` the write calls, most
+        # of them deferred; `flushes` counts deferred commits by reason)
+        self.write_stats = {"commits": 0, "build_s": 0.0, "commit_s": 0.0, "writes": 0,
+                            "deferred": 0, "flushes": {}, "unsynced_commits": 0}
         self._cache_lock = threading.Lock()
         self._groups: dict[int, GroupState] = {}
         self._applies: dict[int, ApplyState] = {}
@@ -179,13 +200,26 @@ class NodeStore:
     @classmethod
     def open(cls, path, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
              session_ttl: int = mvcc.SESSION_TTL_NS, log: str | None = None,
-             wal_segment_bytes: int | None = None) -> "NodeStore":
+             wal_segment_bytes: int | None = None, defer_commits: bool | None = None
+             ) -> "NodeStore":
         """Open (creating) the store in directory `path`.
 
-        `log="wal"` keeps Raft logs and hard states in an append-only WAL (storage/wal.py)
-        and commits applies to LMDB without a sync each; `log="lmdb"` keeps everything in
-        LMDB. A store remembers its mode: `log=None` opens it in that mode (a new store:
-        $KVSTORE_STORE_LOG, default "lmdb"); another explicit mode raises InvalidInput.
+        `log="wal"` keeps Raft logs and hard states in an append-only WAL (storage/wal.py);
+        `log="lmdb"` keeps everything in LMDB. A store remembers its mode: `log=None` opens it
+        in that mode (a new store: $KVSTORE_STORE_LOG, default "lmdb"); another explicit mode
+        raises InvalidInput. Every LMDB commit is synced in both modes (unless sync=False).
+
+        `defer_commits` (WAL mode only; None: $KVSTORE_STORE_DEFER, default on): writes
+        made on the thread that opens the store (its home thread) are deferred into one
+        long-lived LMDB transaction committed every DEFER_MAX_S or when a durable write, a
+        checkpoint or `close` needs it (see wal_store.py). Reads on the home thread see the
+        deferred writes; reads from other threads while deferred writes are pending raise
+        StorageError (they would be stale), except `snapshot_chunks`, which reads the last
+        committed state by design. Writes from other threads commit at once, and raise
+        StorageError while the home thread has deferred writes (call `flush()` on the home
+        thread first). So a store written on one thread and read on another (kvstore's
+        --storage-thread) works as long as the home thread does not write deferrable things
+        (applies, compactions, GC); `defer_commits=False` turns deferral off.
 
         `map_size` is the initial LMDB map size; it doubles automatically when full.
         `sync=False` gives up durability (tests and benchmarks only). Raises StoreLocked if
@@ -208,10 +242,15 @@ class NodeStore:
                 log = _stored_log_mode(path) or os.environ.get("KVSTORE_STORE_LOG", "lmdb")
                 if log not in ("lmdb", "wal"):
                     raise InvalidInput(f"KVSTORE_STORE_LOG must be lmdb or wal, not {log!r}")
-            wal_mode = log == "wal"
-            env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync and not wal_mode,
-                            metasync=sync and not wal_mode, readahead=False, max_readers=256,
-                            lock=True)
+            if defer_commits is None:
+                defer_commits = log == "wal" and os.environ.get("KVSTORE_STORE_DEFER",
+                                                                "1") != "0"
+            elif defer_commits and log != "wal":
+                raise InvalidInput("defer_commits needs log='wal'")
+            # synced commits in both modes: an unsynced LMDB commit can be corrupted by a
+            # power loss (the meta page may reach the disk before the pages it points to)
+            env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync,
+                            readahead=False, max_readers=256, lock=True)
         except lmdb.Error as exc:
             os.close(fd)
             raise _disk_error(exc) or StorageError(f"cannot open {path!r}: {exc}") from None
@@ -219,7 +258,7 @@ class NodeStore:
             os.close(fd)
             raise
         store = cls(path, env, fd, sync, session_ttl)
-        store._wal_mode = log == "wal"
+        store._defer = bool(defer_commits)
         try:
             store._check_log_mode(log)
             store._drop_staging()
@@ -246,18 +285,39 @@ class NodeStore:
         return "lmdb" if self._wal is None else "wal"
 
     def close(self) -> None:
+        """Close the store, committing deferred writes (on the home thread: another thread
+        cannot commit them, and gets StorageError)."""
         with self._write_lock:
             if self._env is None:
                 return
-            self._exclude_readers()
+            self._check_thread("close")
             try:
                 if self._wal is not None:
-                    wal_store.close_wal(self)
-                self._env.close()
-                self._env = None
+                    wal_store.close_wal(self)  # a checkpoint: commits deferred writes
+                if self._dtxn is not None and self._broken is None:
+                    self._commit_deferred("close")
             finally:
-                self._admit_readers()
-            os.close(self._lock_fd)
+                self._exclude_readers()
+                try:
+                    if self._dtxn is not None:  # only after a failure: the WAL has its work
+                        self._dtxn.abort()
+                        self._dtxn = None
+                    self._env.close()
+                    self._env = None
+                finally:
+                    self._admit_readers()
+                os.close(self._lock_fd)
+
+    def flush(self) -> None:
+        """Commit (synced) the deferred writes, if any. On the home thread only."""
+        with self._write_lock:
+            if self._dtxn is not None:
+                self._check_thread("flush")
+                self._commit_deferred("flush")
+
+    @property
+    def defers_commits(self) -> bool:
+        return self._defer
 
     @property
     def closed(self) -> bool:
@@ -272,6 +332,27 @@ class NodeStore:
     # -- transactions -------------------------------------------------------------------------
 
     def _begin_read(self):
+        """A transaction to read the store's current state: on the home thread while
+        deferred writes are pending, the deferred transaction itself (or the child being
+        built); otherwise a new read transaction. Raises StorageError on another thread
+        while deferred writes are pending: its read would miss them (a stale read)."""
+        d = self._dtxn
+        if d is not None and threading.get_ident() == self._home:
+            return self._dchild or d
+        if self._broken is not None:
+            raise StorageError(self._broken)
+        txn = self._begin_committed_read()
+        # checked after the read began: a deferred write that starts later is after this read
+        if self._dtxn is not None:
+            self._end_read(txn)
+            raise StorageError(
+                f"a read on thread {threading.get_ident()} while the home thread "
+                f"{self._home} has deferred writes pending would miss them: read on the home "
+                f"thread, or open the store with defer_commits=False")
+        return txn
+
+    def _begin_committed_read(self):
+        """A new read transaction: the last COMMITTED state (without deferred writes)."""
         with self._gate:
             admitted = not self._resizing
             if admitted:
@@ -298,6 +379,8 @@ class NodeStore:
 
     def _end_read(self, txn) -> None:
         if txn is not None:
+            if txn is self._dtxn or txn is self._dchild:
+                return  # borrowed: the deferred transaction stays open
             txn.abort()
         with self._gate:
             self._readers -= 1
@@ -327,17 +410,36 @@ class NodeStore:
         finally:
             self._admit_readers()
 
+    def _check_thread(self, what: str) -> None:
+        """Refuse `what` on a thread other than the home thread while deferred writes are
+        pending there: only the home thread can commit its transaction (LMDB's rule)."""
+        if self._dtxn is not None and threading.get_ident() != self._home:
+            raise StorageError(
+                f"{what} on thread {threading.get_ident()} while the home thread {self._home} "
+                f"has deferred writes pending: call flush() on the home thread first, or open "
+                f"the store with defer_commits=False")
+
+    def _check_writable(self) -> None:
+        if self._env is None:
+            raise StoreClosed("the store is closed")
+        if self._broken is not None:
+            raise StorageError(self._broken)
+        if self._wal_broken:
+            raise StorageError("a WAL write failed earlier; reopen the store")
+
     def _write(self, fn, durable: bool = True):
         """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish.
 
-        In WAL mode LMDB commits without a sync; `durable` ones are then synced (all but
-        applies, compactions and GC: the WAL can redo or does not need those), and WAL work
-        the transaction queued (`_wal_after`, e.g. a snapshot's log reset) runs after it."""
+        Deferred (WAL mode, home thread): fn runs in a child of the deferred transaction;
+        after it, `durable` writes (all but applies, compactions, GC: the WAL can redo or does
+        not need those) commit everything, synced; others only when due (`_commit_due`).
+        WAL work the transaction queued (`_wal_after`, e.g. a snapshot's log reset) runs
+        after its commit."""
         with self._write_lock:
-            if self._env is None:
-                raise StoreClosed("the store is closed")
-            if self._wal_broken:
-                raise StorageError("a WAL write failed earlier; reopen the store")
+            self._check_writable()
+            if self._defer and threading.get_ident() == self._home:
+                return self._write_deferred(fn, durable)
+            self._check_thread("a write")
             for _ in range(_MAX_RESIZES):
                 t0 = time.perf_counter()
                 self._wal_after = []
@@ -357,21 +459,128 @@ class NodeStore:
                 except BaseException:
                     txn.abort()
                     raise
-                if self._wal_mode:
-                    if (durable or self._wal_after) and self._sync:
-                        self._env.sync(True)
-                    if self._wal_after:
-                        wal_store.run_after(self, self._wal_after)
-                        self._wal_after = []
+                if self._wal_after:
+                    wal_store.run_after(self, self._wal_after)
+                    self._wal_after = []
                 if publish is not None:
                     with self._cache_lock:
                         publish()
                 ws = self.write_stats
                 ws["commits"] += 1
+                ws["writes"] += 1
                 ws["build_s"] += t1 - t0
                 ws["commit_s"] += t2 - t1
+                if not self._env_synced():
+                    ws["unsynced_commits"] += 1
                 return result
             raise DiskFull("the LMDB map could not be grown enough")
+
+    def _env_synced(self) -> bool:
+        """True if LMDB commits sync (its flags say so), or syncing is off for the store."""
+        if not self._sync:
+            return True
+        f = self._env.flags()
+        return f["sync"] and f["metasync"]
+
+    def _write_deferred(self, fn, durable: bool):
+        for _ in range(_MAX_RESIZES):
+            parent = self._dtxn
+            if parent is None:
+                parent = self._open_deferred()
+            t0 = time.perf_counter()
+            self._wal_after = []
+            child = self._dchild = self._env.begin(write=True, parent=parent)
+            try:
+                result, publish = fn(child)
+                child.commit()
+            except lmdb.MapFullError:
+                # only this write is lost (the child); the deferred ones commit, then grow
+                child.abort()
+                self._dchild = None
+                self._commit_deferred("map full")
+                self._grow()
+                continue
+            except lmdb.Error as exc:
+                child.abort()
+                self._dchild = None
+                raise _disk_error(exc, self.path) or StorageError(f"LMDB: {exc}") from None
+            except BaseException:
+                child.abort()
+                self._dchild = None
+                raise
+            self._dchild = None
+            self._dtxn_ops += 1
+            if publish is not None:
+                with self._cache_lock:
+                    publish()
+            ws = self.write_stats
+            ws["writes"] += 1
+            ws["build_s"] += time.perf_counter() - t0
+            if durable or self._wal_after:
+                self._commit_deferred("durable")
+                if self._wal_after:
+                    wal_store.run_after(self, self._wal_after)
+                    self._wal_after = []
+            else:
+                ws["deferred"] += 1
+                reason = self._commit_due()
+                if reason is not None:
+                    self._commit_deferred(reason)
+            return result
+        raise DiskFull("the LMDB map could not be grown enough")
+
+    def _commit_due(self) -> str | None:
+        if time.monotonic() - self._dtxn_t0 >= DEFER_MAX_S:
+            return "age"
+        if self._dtxn_ops >= DEFER_MAX_OPS:
+            return "size"
+        if self._wal is not None and \
+                self._wal.stats["bytes"] - self._dtxn_wal0 >= DEFER_MAX_WAL_BYTES:
+            return "size"
+        return None
+
+    def _open_deferred(self):
+        """Open the deferred transaction, growing the map first if it is getting full: a
+        growth needs no transaction open, and a failed commit would lose deferred writes."""
+        info = self._env.info()
+        used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
+        size = info["map_size"]
+        if size - used < max(size // 4, min(_DEFER_ROOM_MIN, size)):
+            self._grow()
+        self._dtxn = self._env.begin(write=True)
+        self._dtxn_t0 = time.monotonic()
+        self._dtxn_ops = 0
+        self._dtxn_wal0 = self._wal.stats["bytes"] if self._wal is not None else 0
+        return self._dtxn
+
+    def _commit_deferred(self, reason: str) -> None:
+        """Commit the deferred transaction (synced). If that fails, the caches (published
+        when each write was built) are ahead of LMDB: the store refuses all further work
+        until reopened (the WAL re-applies what was lost)."""
+        txn = self._dtxn
+        if txn is None:
+            return
+        self._dtxn = None
+        t0 = time.perf_counter()
+        try:
+            txn.commit()
+        except lmdb.Error as exc:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
+            self._broken = (f"an LMDB commit of deferred writes failed ({exc}); reopen the "
+                            f"store (the node re-applies them from the WAL)")
+            err = _disk_error(exc, self.path)
+            if err is not None:
+                raise type(err)(f"{err}; {self._broken}") from None
+            raise StorageError(self._broken) from None
+        ws = self.write_stats
+        ws["commits"] += 1
+        ws["commit_s"] += time.perf_counter() - t0
+        ws["flushes"][reason] = ws["flushes"].get(reason, 0) + 1
+        if not self._env_synced():
+            ws["unsynced_commits"] += 1
 
     def _drop_staging(self) -> None:
         def fn(txn):
@@ -609,6 +818,7 @@ class NodeStore:
         batch = list(batch)
         if self._wal is not None:
             with self._write_lock:
+                self._check_thread("a persist")
                 wal_store.persist(self, batch)
             return
 
@@ -695,6 +905,8 @@ class NodeStore:
         gp = group_prefix(group_id)
         if self._wal is not None:
             with self._write_lock:
+                self._check_thread("remove_group")
+                self._check_writable()
                 wal_store.forget_group(self, group_id)
 
         def fn(txn):
@@ -704,12 +916,14 @@ class NodeStore:
             if bucket is not None:
                 self._delete_prefix(txn, self._db_data, keys.bucket_prefix(bucket))
                 txn.delete(_BUCKET.pack(bucket), db=self._db_gc)
+                # before the commit: a snapshot stream reading committed pieces stops at its
+                # next piece (a spurious bump if this fails only aborts a stream)
+                self._epochs[bucket] = self._epochs.get(bucket, 0) + 1
 
             def publish():
                 self._groups[group_id] = EMPTY_STATE
                 self._applies[group_id] = _NO_APPLY
                 if bucket is not None:
-                    self._epochs[bucket] = self._epochs.get(bucket, 0) + 1
                     self._horizons.pop(bucket, None)
 
             return None, publish
@@ -741,11 +955,13 @@ class NodeStore:
         client): if the commit fails, re-applying the same entries gives the same results.
 
         WAL mode: the persist is a WAL append (one fdatasync) that stays even if the apply
-        then fails; the apply is one unsynced LMDB transaction (all or nothing)."""
+        then fails; the apply is all or nothing, deferred (see `open`'s defer_commits) or
+        one synced LMDB commit."""
         writes = list(writes)
         applies = list(applies)
-        if self._wal is not None:  # the WAL append (one fdatasync), then an unsynced apply
+        if self._wal is not None:  # the WAL append (one fdatasync), then a deferred apply
             with self._write_lock:
+                self._check_thread("a write_turn")
                 wal_store.persist(self, writes)
 
                 def fn_wal(txn):
@@ -793,6 +1009,7 @@ class NodeStore:
             for i, cmd in enumerate(ga.commands):
                 results.append(applier.run(cmd) if base + i > st.applied_index else None)
             out.append(results)
+            self._dtxn_ops += len(results)
             if ga.applied_index > st.applied_index:
                 st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
                 txn.put(gp, codec.encode_apply_state(*_astuple(st)), db=self._db_apply)
@@ -836,9 +1053,10 @@ class NodeStore:
                     removed += 1
                 else:
                     ok = cur.next()
+            self._dtxn_ops += seen
             return removed, None
 
-        return self._write(fn)
+        return self._write(fn, durable=False)  # the WAL does not need it: redone later
 
     # -- MVCC reads ---------------------------------------------------------------------------
 
@@ -917,9 +1135,11 @@ class NodeStore:
                 self._set_horizon(txn, bucket, horizon)
                 publish = lambda: self._horizons.__setitem__(bucket, horizon)  # noqa: E731
             nxt, deleted = mvcc.gc(txn, self._db_data, bucket, horizon, max_keys, cursor)
+            self._dtxn_ops += max_keys + deleted
             return GcProgress(nxt, deleted), publish
 
-        return self._write(fn)
+        # deferrable: lost with a crash, the horizon and the deletions go together
+        return self._write(fn, durable=False)
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -927,7 +1147,11 @@ class NodeStore:
                         ) -> Iterator[bytes]:
         """Stream a consistent snapshot of the group's state machine (apply state, sessions,
         the bucket's data) as bounded chunks, for `install_snapshot`. The first chunk's
-        metadata (`snapshot_header`) is the Raft snapshot metadata to send with it."""
+        metadata (`snapshot_header`) is the Raft snapshot metadata to send with it.
+
+        The stream reads the last COMMITTED state (its chunks may be pulled on any thread).
+        On the home thread this call first commits deferred writes and reads the header, so
+        the snapshot is as of the call; on another thread it is as of the last commit."""
         from . import snapshot
 
         return snapshot.stream(self, group_id, bucket, chunk_bytes)

@@ -232,17 +232,24 @@ def forget_group(store, gid: int) -> None:
 
 
 def maybe_checkpoint(store, force: bool = False) -> int:
-    """Sync LMDB and delete the WAL segments it no longer needs; returns how many."""
+    """Commit the deferred writes (synced) and delete the WAL segments that LMDB's committed
+    state no longer needs; returns how many. Caller: the home thread, or any thread when no
+    deferred writes are pending (the store checks that first)."""
     wal = store._wal
     now = time.monotonic()
     if not force and now - store._last_checkpoint < CHECKPOINT_S:
         return 0
     store._last_checkpoint = now
+    if store._dtxn is not None:
+        store._commit_deferred("checkpoint")
+    # No deferred transaction is open now, so the caches equal LMDB's committed (and, with
+    # sync on, synced) state: every entry at or below these indexes is durably applied or
+    # behind the log offset. Never computed from a deferred state: its applied indexes are
+    # lost with a crash, and the WAL must still hold the entries above the synced ones.
     durable = {}
     for gid, st in list(store._groups.items()):
         ap = store._applies.get(gid)
         applied = max(ap.applied_index if ap is not None else 0, st.snapshot.metadata.index)
         durable[gid] = min(st.offset_index, applied)
-    if store._sync:  # also bounds how far LMDB trails the WAL (replay after a power loss)
-        store._env.sync(True)
+    store.checkpoint_durable = durable  # what the last checkpoint allowed (for tests)
     return wal.drop_segments(durable)

@@ -28,8 +28,8 @@ CS = ConfState(voters=(1, 2, 3))
 
 
 def raw_bucket(store: NodeStore, bucket: int) -> list[tuple[bytes, bytes]]:
-    """Every stored version of a bucket, raw."""
-    txn = store._env.begin()
+    """Every stored version of a bucket, raw (as the store reads: with deferred writes)."""
+    txn = store._begin_read()
     try:
         cur = txn.cursor(db=store._db_data)
         prefix = bucket.to_bytes(4, "big")
@@ -40,7 +40,7 @@ def raw_bucket(store: NodeStore, bucket: int) -> list[tuple[bytes, bytes]]:
             ok = cur.next()
         return out
     finally:
-        txn.abort()
+        store._end_read(txn)
 
 
 def fill(store: NodeStore, n_entries: int, keys: int = 300, group: int = G,

@@ -139,7 +139,9 @@ def test_full_disk_is_an_error_not_corruption(tmp_path):
 
 
 def test_map_grows_automatically_while_readers_run(tmp_path):
-    with NodeStore.open(tmp_path / "s", map_size=1 << 20, sync=False) as s:
+    # readers on another thread than the writer: no deferral (see test_deferred.py for it)
+    with NodeStore.open(tmp_path / "s", map_size=1 << 20, sync=False,
+                        defer_commits=False) as s:
         stop = threading.Event()
         errors = []
 
