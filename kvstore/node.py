@@ -190,6 +190,11 @@ class Node:
         self._ticks = 0
         self._again = False
         self._lazy_groups: set = set()
+        # groups that may have a Ready: stepped, fed, or advanced since the last turn; every
+        # group is looked at on a tick and after local actions (`_scan_all`), so a path that
+        # forgets to mark a group delays its Ready by a tick at most, never forever
+        self._touched: set = set()
+        self._scan_all = True
         self._write_queue: list = []
         self._early_applied: set = set()  # id() of queued Readies whose entries were applied
         self._writer_thread: WriterThread | None = None
@@ -494,15 +499,18 @@ class Node:
                 self._finish_job()
             while self._local_inbox:
                 self._local_inbox.popleft()()
+                self._scan_all = True
             # snapshot installs run between turns, never under a Ready with the writer
             for item in [i for i in self._installs if not i[0].busy and self._job is None]:
                 self._installs.remove(item)
                 await item[1]()
+                self._scan_all = True
             self._drain_peers()
             now = time.monotonic()
             tick = now >= next_tick
             if tick:
                 next_tick = max(next_tick + tick_s, now)
+                self._scan_all = True
             self._feed_groups(tick)
             if tick:
                 self._expire(now)
@@ -532,6 +540,7 @@ class Node:
     def _drain_peers(self) -> None:
         groups = self.groups
         inbox = self._peer_inbox
+        touched = self._touched
         self._peer_inbox_items = 0
         while inbox:
             items = inbox.popleft()
@@ -549,6 +558,7 @@ class Node:
                 if g is None or msg.to != self.id:
                     self.stats["bad_peer_msgs"] += 1
                     continue
+                touched.add(g)
                 try:
                     g.raw.step(msg)
                 except raft.RaftError as exc:
@@ -583,6 +593,7 @@ class Node:
             if g.proposals:
                 self._propose(g)
             if g.reads:
+                self._touched.add(g)
                 batch = g.reads
                 g.reads = []
                 ctx = self._next_ctx.to_bytes(8, "big")
@@ -600,6 +611,7 @@ class Node:
     def _propose(self, g: Group) -> None:
         props = g.proposals
         g.proposals = []
+        self._touched.add(g)
         live = [(c, w) for c, w in props if w is None or not w.done]
         if not live:
             return
@@ -670,7 +682,14 @@ class Node:
         serving peers, reads and other groups while an fsync runs."""
         send = self._send
         n = 0
-        for g in self.groups.values():
+        if self._scan_all:
+            self._scan_all = False
+            candidates = list(self.groups.values())
+        else:
+            groups = self.groups
+            candidates = [g for g in self._touched if groups.get(g.gid) is g]
+        self._touched.clear()
+        for g in candidates:
             if not g.raw.has_ready():
                 continue
             rd = g.raw.ready()
@@ -739,6 +758,7 @@ class Node:
             self._serve_reads(g)
         g.raw.advance(rd)
         g.busy = False
+        self._touched.add(g)
         # advance() may make more work at once (the leader's own persist can commit):
         # loop again without waiting for input or a tick
         if not self._again and g.raw.has_ready():
