@@ -1159,10 +1159,31 @@ class NodeStore:
     def install_snapshot(self, group_id: int, bucket: int, metadata: SnapshotMetadata | None,
                          chunks: Iterable[bytes]) -> SnapshotMetadata:
         """Install a streamed snapshot atomically (see module docstring); returns the
-        installed metadata. `metadata`, if given, must match the stream's."""
+        installed metadata. `metadata`, if given, must match the stream's.
+
+        May run on another thread than the home thread (it is long): deferred writes of the
+        home thread must be committed first (`flush()` there). Called from a trio worker
+        thread (trio.to_thread) whose trio loop runs on the home thread, it asks that loop
+        to flush itself; otherwise pending deferred writes make it raise StorageError."""
         from . import snapshot
 
+        self._flush_via_trio()
         return snapshot.install(self, group_id, bucket, metadata, chunks)
+
+    def _flush_via_trio(self) -> None:
+        """On a trio worker thread while the home thread has deferred writes: run flush()
+        on the trio loop's thread (the home thread, if the loop opened the store). Never
+        under the write lock: the home thread takes it to flush."""
+        if self._dtxn is None or threading.get_ident() == self._home:
+            return
+        try:
+            import trio
+        except ImportError:  # pragma: no cover - trio is a dependency
+            return
+        try:
+            trio.from_thread.run_sync(self.flush)
+        except RuntimeError:
+            pass  # not a trio worker thread: the write refuses with a clear error
 
     # -- node metadata ------------------------------------------------------------------------
 
