@@ -819,6 +819,7 @@ class NodeStore:
         if self._wal is not None:
             with self._write_lock:
                 self._check_thread("a persist")
+                self._check_writable()
                 wal_store.persist(self, batch)
             return
 
@@ -962,6 +963,7 @@ class NodeStore:
         if self._wal is not None:  # the WAL append (one fdatasync), then a deferred apply
             with self._write_lock:
                 self._check_thread("a write_turn")
+                self._check_writable()
                 wal_store.persist(self, writes)
 
                 def fn_wal(txn):

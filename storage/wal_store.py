@@ -239,6 +239,8 @@ def maybe_checkpoint(store, force: bool = False) -> int:
     now = time.monotonic()
     if not force and now - store._last_checkpoint < CHECKPOINT_S:
         return 0
+    if store._broken is not None or store._wal_broken:
+        return 0  # the caches may be ahead of LMDB: they bound nothing
     store._last_checkpoint = now
     if store._dtxn is not None:
         store._commit_deferred("checkpoint")

@@ -13,7 +13,9 @@ entries persisted by the same call) in one `write_turn`, then prints `P <index>`
 `A <applied index>`.
 
 A fourth argument "wal" opens the store with log="wal" and small WAL segments (rotation and
-segment deletion happen within a run).
+segment deletion happen within a run), deferred LMDB commits, and short (random) bounds for
+committing them and for checkpoints, so the kill finds every stage: deferred writes pending,
+a commit or a checkpoint's segment deletion under way.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def group_applies(lo: int, hi: int) -> list[GroupApply]:
 
 def main(path: str, seed: int, mode: str = "split", log: str = "lmdb") -> None:
     rng = random.Random(seed)
+    if log == "wal":
+        from storage import store as store_module, wal_store
+
+        store_module.DEFER_MAX_S = rng.choice([0.001, 0.01, 0.1])
+        wal_store.CHECKPOINT_S = rng.choice([0.005, 0.05, 0.5])
     store = open_store(path, log)
     applied = store.applied_index(1)
     last = store.group(1).last_index()
