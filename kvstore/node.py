@@ -261,7 +261,11 @@ class Node:
         # persisted lazily, see _turn); raft takes the applied index as committed then.
         rc = raft.Config(id=self.id, election_tick=self.cfg.election_ticks,
                          heartbeat_tick=self.cfg.heartbeat_ticks, applied=applied,
-                         rng=random.Random(), max_size_per_msg=1 << 20, max_inflight_msgs=256)
+                         rng=random.Random(), max_size_per_msg=1 << 20, max_inflight_msgs=256,
+                         # followers learn a new commit index with the next append, heartbeat
+                         # or read round instead of from an append of its own: half the peer
+                         # messages per write (only the leader answers writes)
+                         bcast_commit=False)
         raw = raft.RawNode(rc, storage_view)
         bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
         g = Group(gid=gid, bucket=bucket, voters=tuple(voters), raw=raw, applied=applied,

@@ -30,6 +30,11 @@ class Config:
       index before it drops proposals (0 = unlimited).
     - `max_committed_size_per_ready`: soft bound on the bytes of `committed_entries` handed
       out in one `Ready` (at least one entry).
+    - `bcast_commit`: a leader whose commit index moves tells every follower at once (in an
+      append, empty if need be). Off (as raft-rs's `skip_bcast_commit`): followers learn it
+      with the next append or heartbeat — half the messages per write under load, followers
+      apply later; a follower whose read index is answered is sent an append at once so its
+      read does not wait for a heartbeat.
     """
 
     id: int
@@ -43,6 +48,7 @@ class Config:
     rng: random.Random | None = None
     max_uncommitted_size: int = 0
     max_committed_size_per_ready: int = 64 << 20
+    bcast_commit: bool = True
 
     def __post_init__(self) -> None:
         if self.rng is None:

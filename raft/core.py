@@ -561,7 +561,7 @@ class Raft:
                 pr.become_replicate()
         else:
             pr.free_inflights_to(m.index)
-        if self.maybe_commit():
+        if self.maybe_commit() and self.cfg.bcast_commit:
             self.need_bcast = True  # followers learn the new commit index in this turn's flush
         # Keep the pipeline full: send what the freed window allows (bounded: each send
         # advances `next` until nothing is left, fills the window, or pauses a probe).
@@ -600,7 +600,7 @@ class Raft:
         if self.role == LEADER and self.log.snapshot is None:
             own = self.prs.get(self.id)
             if own is not None and own.maybe_update(self.log.stable_last()):
-                if self.maybe_commit():
+                if self.maybe_commit() and self.cfg.bcast_commit:
                     self.need_bcast = True
 
     # ------------------------------------------------------------------ messages out
@@ -761,6 +761,8 @@ class Raft:
         else:
             self.msgs.append(Message(READ_INDEX_RESP, frm, self.id, self.term, index=index,
                                      context=context))
+            if not self.cfg.bcast_commit and frm in self.prs:
+                self.send_append(frm)  # the follower must learn a commit >= index to serve
 
     def transfer_leader(self, to: int) -> bool:
         if self.role != LEADER:

@@ -139,13 +139,18 @@ class FaultRates:
     max_inflight_msgs: int = 16
     pre_vote: bool = True
     check_quorum: bool = True
+    bcast_commit: bool = True
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
         def some(choices: list[float], off: float = 0.3) -> float:
             return 0.0 if rng.random() < off else rng.choice(choices)
 
+        # drawn from the state without consuming it: every seed keeps the schedule it had
+        # before this knob existed
+        bcast_commit = random.Random(hash(rng.getstate())).random() < 0.5
         return cls(
+            bcast_commit=bcast_commit,
             drop=some([0.01, 0.05, 0.15, 0.3]),
             duplicate=some([0.01, 0.05, 0.15]),
             delay_max_ticks=rng.choice([0, 1, 2, 3, 6]),
@@ -453,6 +458,7 @@ class Cluster:
             max_inflight_msgs=self.max_inflight_msgs,
             check_quorum=self.rates.check_quorum,
             pre_vote=self.rates.pre_vote,
+            bcast_commit=self.rates.bcast_commit,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
         )

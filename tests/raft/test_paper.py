@@ -854,3 +854,37 @@ def test_leader_transfer_waits_for_pending_conf_change_to_apply():
             n2.apply_conf_change(e.data)
     n2.advance(rd2)
     assert n2.role == Role.CANDIDATE and n2.term == leader.term + 1
+
+
+def test_without_commit_broadcast_followers_learn_commit_from_the_next_message():
+    """bcast_commit=False (raft-rs's skip_bcast_commit): a commit moving sends nothing by
+    itself; the next heartbeat carries it; a follower whose read index is answered gets an
+    append at once, so it can serve the read without waiting for a heartbeat."""
+    net = Network(bcast_commit=False)
+    net.elect(1)
+    net.propose(1, b"a")
+    lead = net.nodes[1].raft.log.committed
+    assert lead == 3
+    # the entry is committed on the leader; the followers have it but not its commit
+    for f in (2, 3):
+        assert net.nodes[f].raft.log.last_index() == 3
+        assert net.nodes[f].raft.log.committed < lead
+        assert b"a" not in net.applied[f]
+    appends_before = sum(1 for m in net.sent if m.type == MessageType.APP)
+    net.nodes[3].read_index(b"r")
+    net.deliver()
+    (rs,) = net.read_states[3]
+    assert rs.index == lead
+    assert net.nodes[3].raft.log.committed >= rs.index and b"a" in net.applied[3]
+    assert sum(1 for m in net.sent if m.type == MessageType.APP) > appends_before
+    # node 2 learns the commit from the next heartbeat (a tick later)
+    net.tick(times=net.nodes[1].raft.cfg.heartbeat_tick)
+    assert net.nodes[2].raft.log.committed == lead and b"a" in net.applied[2]
+
+
+def test_with_commit_broadcast_followers_learn_commit_at_once():
+    net = Network()
+    net.elect(1)
+    net.propose(1, b"a")
+    for f in (2, 3):
+        assert net.nodes[f].raft.log.committed == 3 and b"a" in net.applied[f]
