@@ -84,7 +84,7 @@ _NEARLY_FULL_BYTES = 64 << 20
 DEFER_MAX_S = 0.1
 DEFER_MAX_OPS = 20_000
 DEFER_MAX_WAL_BYTES = 16 << 20
-_DEFER_ROOM_MIN = 64 << 20  # free map space wanted when a deferred transaction opens
+_DEFER_ROOM = 256 << 20  # free map space wanted when a deferred transaction opens
 
 
 @dataclass(slots=True, frozen=True)
@@ -430,16 +430,22 @@ class NodeStore:
     def _write(self, fn, durable: bool = True):
         """Run fn(txn) -> (result, publish | None) in one write transaction; commit; publish.
 
-        Deferred (WAL mode, home thread): fn runs in a child of the deferred transaction;
-        after it, `durable` writes (all but applies, compactions, GC: the WAL can redo or does
-        not need those) commit everything, synced; others only when due (`_commit_due`).
-        WAL work the transaction queued (`_wal_after`, e.g. a snapshot's log reset) runs
-        after its commit."""
+        Deferred (WAL mode, home thread): a write that is not `durable` (applies,
+        compactions, GC: the WAL can redo or does not need those) runs in a child of the
+        deferred transaction, committed when due (`_commit_due`). A `durable` one first
+        commits the deferred writes, then runs in its own transaction, committed at once
+        (so if it fails, it leaves no trace and the store stays usable). WAL work the
+        transaction queued (`_wal_after`, e.g. a snapshot's log reset) runs after its
+        commit."""
         with self._write_lock:
             self._check_writable()
-            if self._defer and threading.get_ident() == self._home:
-                return self._write_deferred(fn, durable)
-            self._check_thread("a write")
+            if self._dtxn is not None or self._defer:
+                if threading.get_ident() == self._home:
+                    if not durable and self._defer:
+                        return self._write_deferred(fn)
+                    self._commit_deferred("durable")
+                else:
+                    self._check_thread("a write")
             for _ in range(_MAX_RESIZES):
                 t0 = time.perf_counter()
                 self._wal_after = []
@@ -482,7 +488,7 @@ class NodeStore:
         f = self._env.flags()
         return f["sync"] and f["metasync"]
 
-    def _write_deferred(self, fn, durable: bool):
+    def _write_deferred(self, fn):
         for _ in range(_MAX_RESIZES):
             parent = self._dtxn
             if parent is None:
@@ -516,11 +522,10 @@ class NodeStore:
             ws = self.write_stats
             ws["writes"] += 1
             ws["build_s"] += time.perf_counter() - t0
-            if durable or self._wal_after:
+            if self._wal_after:  # (only durable writes queue WAL work: not expected here)
                 self._commit_deferred("durable")
-                if self._wal_after:
-                    wal_store.run_after(self, self._wal_after)
-                    self._wal_after = []
+                wal_store.run_after(self, self._wal_after)
+                self._wal_after = []
             else:
                 ws["deferred"] += 1
                 reason = self._commit_due()
@@ -545,7 +550,7 @@ class NodeStore:
         info = self._env.info()
         used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
         size = info["map_size"]
-        if size - used < max(size // 4, min(_DEFER_ROOM_MIN, size)):
+        if size - used < min(size // 4, _DEFER_ROOM):
             self._grow()
         self._dtxn = self._env.begin(write=True)
         self._dtxn_t0 = time.monotonic()

@@ -191,8 +191,12 @@ def test_commit_bounds(tmp_path, monkeypatch):
         monkeypatch.setattr(store_module, "DEFER_MAX_S", 0.0)
         apply_log(s, 8, 8)
         assert s.write_stats["flushes"].get("age") == 1 and s._dtxn is None
-        s.put_meta("durable", 1)  # a durable write commits at once
-        assert s._dtxn is None and s.write_stats["flushes"].get("durable", 0) >= 1
+        monkeypatch.setattr(store_module, "DEFER_MAX_S", 3600.0)
+        apply_log(s, 9, 9)
+        assert s._dtxn is not None
+        s.put_meta("durable", 1)  # a durable write commits the deferred ones, then itself
+        assert s._dtxn is None and s.write_stats["flushes"].get("durable") == 1
+        assert committed_applied(s) == 9
 
 
 def test_checkpoint_deletes_segments_only_up_to_the_committed_state(tmp_path):
@@ -264,6 +268,7 @@ def test_a_full_map_mid_transaction_loses_no_deferred_write(tmp_path):
             apply_log(s, i, i)
             assert s.get(1, b"big%d" % i)[0] == bytes(100_000)
         assert s.statistics()["map_size"] >= 40 * 100_000
+        assert s.write_stats["flushes"].get("map full", 0) >= 1  # the path was taken
         assert all(s.get(1, b"big%d" % i)[0] == bytes(100_000) for i in range(3, 43))
         assert s.get(1, b"k2") == (b"v2", 2) and s.applied_index(1) == 42
     with open_wal(tmp_path / "s") as s:
