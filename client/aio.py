@@ -39,6 +39,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from typing import Any, Iterable
 
 import trio
@@ -76,33 +77,46 @@ class _Backoff:
 
 
 class _AttemptTimer:
-    """Expires attempts: one task and a heap of (deadline, call) for every attempt in flight.
+    """Expires attempts: one task, and the (deadline, call) of every attempt in flight.
 
-    Entries of calls answered in time stay in the heap until their deadline (lazy deletion).
-    Deadlines are honoured to within TIMER_SLACK_SECONDS, so one wake-up handles many.
+    Entries of calls answered in time stay until their deadline (lazy deletion). Deadlines
+    are honoured to within TIMER_SLACK_SECONDS, so one wake-up handles many. Most attempts
+    get the same window, so their deadlines arrive in order: those go to a FIFO (an append,
+    no heap work); a deadline earlier than the FIFO's last goes to a heap.
     """
 
     def __init__(self) -> None:
+        self._fifo: deque[tuple[float, Call]] = deque()
         self._heap: list[tuple[float, int, Call]] = []
         self._count = 0
         self._target = math.inf
         self._wake = trio.Event()
 
     def arm(self, deadline: float, call: Call) -> None:
-        self._count += 1
-        heapq.heappush(self._heap, (deadline, self._count, call))
+        fifo = self._fifo
+        if not fifo or deadline >= fifo[-1][0]:
+            fifo.append((deadline, call))
+        else:
+            self._count += 1
+            heapq.heappush(self._heap, (deadline, self._count, call))
         if deadline + TIMER_SLACK_SECONDS < self._target:
             self._wake.set()
 
     async def run(self) -> None:
         heap = self._heap
+        fifo = self._fifo
         while True:
             now = trio.current_time()
+            while fifo and fifo[0][0] <= now:
+                call = fifo.popleft()[1]
+                if not call.done.is_set():
+                    call.done.set()  # neither a reply nor lost: the waiter sees it expired
             while heap and heap[0][0] <= now:
                 call = heapq.heappop(heap)[2]
                 if not call.done.is_set():
-                    call.done.set()  # neither a reply nor lost: the waiter sees it expired
-            self._target = heap[0][0] + TIMER_SLACK_SECONDS if heap else math.inf
+                    call.done.set()
+            first = min(fifo[0][0] if fifo else math.inf, heap[0][0] if heap else math.inf)
+            self._target = first + TIMER_SLACK_SECONDS
             self._wake = trio.Event()
             with trio.move_on_at(self._target):
                 await self._wake.wait()

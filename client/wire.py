@@ -83,30 +83,48 @@ def encode_frame(messages: list) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental decoder: `feed(data)` returns the list of complete frames' message lists."""
+    """Incremental decoder: `feed(data)` returns the list of complete frames' message lists.
+
+    Frames are decoded straight out of `data` (no copy) when nothing is buffered; only the
+    incomplete rest is kept, and a large frame arriving in pieces is appended to until it is
+    complete (no copying of the buffer per piece)."""
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
+        self._need = 4  # bytes the buffer must hold before the next frame can be complete
         self._max = max_frame_bytes
 
     def feed(self, data: bytes) -> list[list]:
-        self._buf += data
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return []
+            data = bytes(self._buf)
+            self._buf = bytearray()
         frames = []
-        while len(self._buf) >= 4:
-            (n,) = _LEN.unpack_from(self._buf)
+        end = len(data)
+        pos = 0
+        unpack_len = _LEN.unpack_from
+        while end - pos >= 4:
+            (n,) = unpack_len(data, pos)
             if n > self._max:
                 raise FrameError(f"frame of {n} bytes exceeds {self._max}")
-            if len(self._buf) < 4 + n:
-                break
-            body = bytes(self._buf[4 : 4 + n])
-            del self._buf[: 4 + n]
+            start = pos + 4
+            if end - start < n:
+                self._need = 4 + n
+                self._buf += data[pos:]
+                return frames
+            pos = start + n
             try:
-                messages = msgpack.unpackb(body, raw=False, strict_map_key=False)
+                messages = msgpack.unpackb(data[start:pos], raw=False, strict_map_key=False)
             except Exception as exc:  # msgpack raises several unrelated types
                 raise FrameError(f"frame is not msgpack: {exc}") from None
-            if not isinstance(messages, list):
+            if type(messages) is not list:
                 raise FrameError("frame must hold a list of messages")
             frames.append(messages)
+        self._need = 4
+        if pos < end:
+            self._buf += data[pos:]
         return frames
 
 

@@ -29,3 +29,30 @@ def test_hash_tags_put_related_keys_in_one_bucket():
     assert hash_tag(b"{}x") == b"{}x"
     assert bucket_of(b"a{u1}b", 64) == bucket_of(b"{u1}", 64)
     assert all(0 <= bucket_of(bytes([i]), 7) < 7 for i in range(256))
+
+
+@given(st.lists(st.binary(max_size=5000), min_size=1, max_size=6), st.lists(st.integers(1, 9000), min_size=1, max_size=40))
+def test_frames_round_trip_in_uneven_pieces(values, cuts):
+    """Frames decoded straight out of a read, a rest kept, a large frame completed piece by
+    piece: the same frames in the same order, and nothing left over."""
+    frames = [[[i, v]] for i, v in enumerate(values)]
+    data = b"".join(encode_frame(f) for f in frames)
+    dec = FrameDecoder()
+    out, pos, k = [], 0, 0
+    while pos < len(data):
+        step = cuts[k % len(cuts)]
+        k += 1
+        out.extend(dec.feed(data[pos : pos + step]))
+        pos += step
+    assert out == frames
+    assert dec.feed(b"") == []
+
+
+def test_a_bad_frame_after_a_good_one_in_one_read_is_an_error():
+    good = encode_frame([[1, "get", {}]])
+    with pytest.raises(FrameError):
+        FrameDecoder().feed(good + b"\x00\x00\x00\x01\xc1")
+    dec = FrameDecoder()
+    assert dec.feed(good + b"\x00\x00") == [[[1, "get", {}]]]  # a partial length is kept
+    with pytest.raises(FrameError):
+        dec.feed(b"\x00\x01\x05")

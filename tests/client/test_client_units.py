@@ -60,3 +60,68 @@ def test_sessions_are_reused_only_when_safe():
     pool.release(s, reusable=False)  # e.g. its last write's outcome is unknown
     t = pool.acquire()
     assert t is not s and t.id != s.id and t.seq == 0
+
+
+def test_call_done_wakes_its_one_waiter_and_survives_cancellation():
+    import trio
+    import trio.testing
+
+    from client.connection import Done
+
+    async def main():
+        d = Done()
+        woke = []
+
+        async def waiter():
+            await d.wait()
+            woke.append(True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke and not d.is_set()
+            d.set()
+            d.set()  # a second set is harmless
+        assert woke == [True] and d.is_set()
+        await d.wait()  # already set: returns at once
+
+        d2 = Done()
+        with trio.move_on_after(0.01) as scope:
+            await d2.wait()
+        assert scope.cancelled_caught and not d2.is_set()
+        d2.set()  # nobody waits any more: nothing to wake
+        await d2.wait()
+
+    trio.run(main)
+
+
+def test_attempt_timer_expires_in_deadline_order_also_when_armed_out_of_order():
+    import trio
+    import trio.testing
+
+    from client.aio import _AttemptTimer
+    from client.connection import Call
+
+    async def main():
+        timer = _AttemptTimer()
+        expired: list[int] = []
+        calls = {rid: Call(rid, [], 0) for rid in range(5)}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(timer.run)
+            now = trio.current_time()
+            # in order (FIFO), then earlier ones (heap), then one answered before its deadline
+            for rid, after in ((0, 0.10), (1, 0.30), (2, 0.05), (3, 0.20), (4, 0.15)):
+                timer.arm(now + after, calls[rid])
+
+            async def watch(rid):
+                await calls[rid].done.wait()
+                expired.append(rid)
+
+            for rid in calls:
+                nursery.start_soon(watch, rid)
+            calls[4].done.set()  # answered in time
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        assert expired == [4, 2, 0, 3, 1]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -187,3 +187,39 @@ def test_client_that_never_reads_does_not_stall_others(cluster):
         flood.close()
     assert sent >= 1
     assert_serving(cluster)
+
+
+def test_pipelined_reads_in_back_to_back_frames_each_get_their_own_answer(cluster):
+    """Several frames in one write, reads of different keys and buckets mixed with a malformed
+    request: every request is answered once, under its own id, with its own key's value."""
+    keys = [b"pipe-read-%d" % i for i in range(40)]
+    for k in keys:
+        b = bucket_of(k, 4)
+        with RawConn(leader_addr(cluster, k), timeout_s=30) as conn:
+            st, _ = conn.call("put", {"key": k, "value": k[::-1], "bucket": b})
+            assert st == Status.OK
+    # one connection, to the leader of the first key's bucket, gets reads of every bucket:
+    # those it leads are answered OK, the others NOT_LEADER, each under its own id
+    addr = leader_addr(cluster, keys[0])
+    frames = [
+        [[100 + i, "get", {"key": k, "bucket": bucket_of(k, 4)}] for i, k in enumerate(keys[:20])],
+        [[99, "get", {"key": b"x", "bucket": "nope"}]]
+        + [[100 + 20 + i, "get", {"key": k, "bucket": bucket_of(k, 4)}] for i, k in enumerate(keys[20:])],
+    ]
+    with RawConn(addr, timeout_s=30) as conn:
+        conn.send_raw(b"".join(encode_frame(f) for f in frames))
+        got = {}
+        while len(got) < len(keys) + 1:
+            for rid, st, payload in conn.recv_frame():
+                assert rid not in got, f"request {rid} answered twice"
+                got[rid] = (st, payload)
+    assert got[99][0] == Status.INVALID
+    assert set(got) == {99} | {100 + i for i in range(len(keys))}
+    ok = 0
+    for i, k in enumerate(keys):
+        st, payload = got[100 + i]
+        assert st in (Status.OK, Status.NOT_LEADER), (k, st, payload)
+        if st == Status.OK:
+            ok += 1
+            assert payload["value"] == k[::-1]
+    assert ok > 0
