@@ -155,6 +155,7 @@ class NodeStore:
         self._defer = False
         self._home = threading.get_ident()  # the thread that opened the store
         self._dtxn = None  # the open deferred transaction (only on the home thread)
+        self._dseq = 0  # odd while a deferred transaction is open (read checks, seqlock-like)
         self._dchild = None  # the child transaction of the write being built in it
         self._dtxn_t0 = 0.0
         self._dtxn_ops = 0
@@ -302,6 +303,7 @@ class NodeStore:
                     if self._dtxn is not None:  # only after a failure: the WAL has its work
                         self._dtxn.abort()
                         self._dtxn = None
+                        self._dseq += 1
                     self._env.close()
                     self._env = None
                 finally:
@@ -341,9 +343,12 @@ class NodeStore:
             return self._dchild or d
         if self._broken is not None:
             raise StorageError(self._broken)
+        seq = self._dseq
         txn = self._begin_committed_read()
-        # checked after the read began: a deferred write that starts later is after this read
-        if self._dtxn is not None:
+        # Valid only if no deferred transaction was open at any moment from before the read
+        # began until now: then everything acknowledged before it began was committed. (A
+        # deferred write that starts later is after this read.)
+        if seq & 1 or self._dseq != seq:
             self._end_read(txn)
             raise StorageError(
                 f"a read on thread {threading.get_ident()} while the home thread "
@@ -552,7 +557,9 @@ class NodeStore:
         size = info["map_size"]
         if size - used < min(size // 4, _DEFER_ROOM):
             self._grow()
-        self._dtxn = self._env.begin(write=True)
+        txn = self._env.begin(write=True)
+        self._dseq += 1  # odd: before any deferred write
+        self._dtxn = txn
         self._dtxn_t0 = time.monotonic()
         self._dtxn_ops = 0
         self._dtxn_wal0 = self._wal.stats["bytes"] if self._wal is not None else 0
@@ -565,7 +572,6 @@ class NodeStore:
         txn = self._dtxn
         if txn is None:
             return
-        self._dtxn = None
         t0 = time.perf_counter()
         try:
             txn.commit()
@@ -574,12 +580,16 @@ class NodeStore:
                 txn.abort()
             except lmdb.Error:
                 pass
+            self._dtxn = None
+            self._dseq += 1
             self._broken = (f"an LMDB commit of deferred writes failed ({exc}); reopen the "
                             f"store (the node re-applies them from the WAL)")
             err = _disk_error(exc, self.path)
             if err is not None:
                 raise type(err)(f"{err}; {self._broken}") from None
             raise StorageError(self._broken) from None
+        self._dtxn = None  # only now: other threads' reads wait for the commit (see _dseq)
+        self._dseq += 1
         ws = self.write_stats
         ws["commits"] += 1
         ws["commit_s"] += time.perf_counter() - t0
