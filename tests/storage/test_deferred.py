@@ -359,3 +359,38 @@ def test_deferral_is_a_wal_mode_option(tmp_path):
         apply_log(s, 2, 3)
         assert s._dtxn is None and s.write_stats["deferred"] == 0
         assert committed_applied(s) == 3
+
+
+def test_a_read_racing_a_deferred_commit_is_refused_not_stale(tmp_path):
+    """Another thread's read transaction that began while deferred writes were pending must
+    not be returned even if they are committed by the time it checks: it lacks them."""
+    with open_wal(tmp_path / "s") as s:
+        fill(s, 3)
+        apply_log(s, 2, 3)  # acknowledged, deferred
+        began, resume = threading.Event(), threading.Event()
+        real = s._begin_committed_read
+
+        def slow_begin():
+            txn = real()  # the committed state: without the deferred writes
+            began.set()
+            resume.wait(30)
+            return txn
+
+        out = []
+
+        def reader():
+            try:
+                out.append(s.get(1, b"k3"))
+            except StorageError as exc:
+                out.append(exc)
+
+        s._begin_committed_read = slow_begin
+        t = threading.Thread(target=reader)
+        t.start()
+        assert began.wait(30)
+        s.flush()  # the deferred writes commit while the reader holds its old transaction
+        resume.set()
+        t.join(30)
+        del s._begin_committed_read
+        assert len(out) == 1 and isinstance(out[0], StorageError), out
+        assert s.get(1, b"k3") == (b"v3", 3)
