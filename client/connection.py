@@ -268,9 +268,16 @@ class Connection:
     async def _reader(self, scope: trio.CancelScope) -> None:
         assert self._stream is not None
         decoder = FrameDecoder()
+        fd = self._stream.socket.fileno()
         try:
             while True:
-                data = await self._stream.receive_some(RECEIVE_BYTES)
+                # park until readable, then one read: trio's receive_some would first try a
+                # read that usually finds nothing, and yield once more after a good one
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, RECEIVE_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    continue
                 if not data:
                     raise ConnectionError("connection closed by the node")
                 self.last_receive_time = trio.current_time()

@@ -63,6 +63,18 @@ def _int(args: dict, name: str, lo: int, hi: int, default: int | None = None) ->
 
 def parse_request(msg, num_buckets: int) -> Request:
     """Raises Invalid. `msg` is one decoded message of a client frame."""
+    if type(msg) is list and len(msg) == 3:
+        # the fast path of the most common request, a get with a bytes key; anything else
+        # (or anything wrong with it) takes the general path below, which says what is wrong
+        rid, op, args = msg
+        if op == "get" and type(rid) is int and type(args) is dict:
+            bucket = args.get("bucket")
+            key = args.get("key")
+            c = args.get("consistency", "linearizable")
+            if (type(bucket) is int and 0 <= bucket < num_buckets and type(key) is bytes
+                    and len(key) <= MAX_KEY_BYTES and type(c) is str
+                    and (c == "linearizable" or c == "follower")):
+                return Request(rid, "get", bucket, key, None, None, None, 0, c)
     if not isinstance(msg, list) or len(msg) != 3:
         raise Invalid("a request is [request_id, op, args]")
     rid, op, args = msg
@@ -80,7 +92,7 @@ def parse_request(msg, num_buckets: int) -> Request:
     req.bucket = _int(args, "bucket", 0, num_buckets - 1)
     if op in READ_OPS:
         c = args.get("consistency", "linearizable")
-        if c not in CONSISTENCIES:
+        if not isinstance(c, str) or c not in CONSISTENCIES:
             raise Invalid(f"consistency must be one of {sorted(CONSISTENCIES)}, not {c!r}")
         req.consistency = c
         if op == "get":

@@ -102,3 +102,21 @@ def test_request_validation():
     ]:
         with pytest.raises(Invalid, match=why):
             parse_request(msg, 8)
+
+
+def test_get_requests_parse_the_same_on_the_fast_and_the_general_path():
+    k = b"k"
+    b = bucket_of(k, 8)
+    for args in ({"key": k, "bucket": b}, {"key": k, "bucket": b, "consistency": "follower"},
+                 {"key": "k", "bucket": b}, {"key": k, "bucket": b, "consistency": "linearizable"}):
+        req = parse_request([3, "get", args], 8)
+        assert (req.rid, req.op, req.bucket, req.key) == (3, "get", b, k)
+        assert req.consistency == args.get("consistency", "linearizable")
+        assert (req.value, req.session, req.seq, req.prefix, req.start_after) == (None, None, 0, b"", None)
+    for args, why in [({"key": k, "bucket": 8}, "bucket"), ({"key": k, "bucket": True}, "bucket"),
+                      ({"key": k, "bucket": b, "consistency": ["x"]}, "consistency"),
+                      ({"key": k, "bucket": b, "consistency": {}}, "consistency"),
+                      ({"key": 5, "bucket": b}, "key"), ({"bucket": b}, "key"),
+                      ({"key": b"x" * (MAX_KEY_BYTES + 1), "bucket": b}, "limit")]:
+        with pytest.raises(Invalid, match=why):
+            parse_request([3, "get", args], 8)
