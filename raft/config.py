@@ -35,6 +35,11 @@ class Config:
       with the next append or heartbeat — half the messages per write under load, followers
       apply later; a follower whose read index is answered is sent an append at once so its
       read does not wait for a heartbeat.
+    - `quiet_heartbeats`: a leader's heartbeat round skips a peer in replicate state that was
+      sent an append since the previous round (the append reset the peer's election timer and
+      carried the commit index; its answer marks the peer active). Under load the appends do
+      the heartbeats' work, and a multi-raft node with many groups sends far fewer messages.
+      Rounds that confirm a read are never skipped.
     """
 
     id: int
@@ -49,6 +54,7 @@ class Config:
     max_uncommitted_size: int = 0
     max_committed_size_per_ready: int = 64 << 20
     bcast_commit: bool = True
+    quiet_heartbeats: bool = False
 
     def __post_init__(self) -> None:
         if self.rng is None:

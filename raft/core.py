@@ -295,7 +295,7 @@ class Raft:
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             last_read = next(reversed(self.pending_reads), b"") if self.pending_reads else b""
-            self.bcast_heartbeat(last_read)
+            self.bcast_heartbeat(last_read, quiet=self.cfg.quiet_heartbeats and not last_read)
 
     def _quorum_active(self) -> bool:
         active = 0
@@ -656,10 +656,15 @@ class Raft:
             self.bcast_append()
         self.need_bcast = False
 
-    def bcast_heartbeat(self, context: bytes = b"") -> None:
+    def bcast_heartbeat(self, context: bytes = b"", quiet: bool = False) -> None:
+        """Heartbeat every peer; `quiet`: not those streaming appends (see Config)."""
         committed = self.log.committed
         for node, pr in self.prs.items():
             if node != self.id:
+                appended = pr.appended
+                pr.appended = False
+                if quiet and appended and pr.state == REPLICATE:
+                    continue
                 self.msgs.append(Message(HEARTBEAT, node, self.id, self.term,
                                          commit=min(pr.match, committed), context=context))
 

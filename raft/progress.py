@@ -28,7 +28,7 @@ SNAPSHOT = ProgressState.SNAPSHOT
 
 class Progress:
     __slots__ = ("match", "next", "state", "pending_snapshot", "recent_active", "paused",
-                 "inflights", "max_inflight", "is_learner")
+                 "inflights", "max_inflight", "is_learner", "appended")
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
         self.match = 0
@@ -41,7 +41,7 @@ class Progress:
         self.inflights: deque[int] = deque()  # REPLICATE: last index of each unacked append
         self.max_inflight = max_inflight
         self.is_learner = is_learner
-
+        self.appended = False  # an append went out since the last heartbeat round
     def __repr__(self) -> str:
         return (f"Progress(match={self.match}, next={self.next}, state={self.state.name}, "
                 f"inflight={len(self.inflights)}, learner={self.is_learner})")
@@ -107,6 +107,7 @@ class Progress:
 
     def sent_entries(self, count: int, last_index: int) -> None:
         """Bookkeeping after an append carrying `count` entries up to `last_index` went out."""
+        self.appended = True
         if self.state == REPLICATE:
             if count:
                 self.next = last_index + 1

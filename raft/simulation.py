@@ -140,6 +140,7 @@ class FaultRates:
     pre_vote: bool = True
     check_quorum: bool = True
     bcast_commit: bool = True
+    quiet_heartbeats: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
@@ -148,9 +149,12 @@ class FaultRates:
 
         # drawn from the state without consuming it: every seed keeps the schedule it had
         # before this knob existed
-        bcast_commit = random.Random(hash(rng.getstate())).random() < 0.5
+        knobs = random.Random(hash(rng.getstate()))
+        bcast_commit = knobs.random() < 0.5
+        quiet_heartbeats = knobs.random() < 0.5
         return cls(
             bcast_commit=bcast_commit,
+            quiet_heartbeats=quiet_heartbeats,
             drop=some([0.01, 0.05, 0.15, 0.3]),
             duplicate=some([0.01, 0.05, 0.15]),
             delay_max_ticks=rng.choice([0, 1, 2, 3, 6]),
@@ -459,6 +463,7 @@ class Cluster:
             check_quorum=self.rates.check_quorum,
             pre_vote=self.rates.pre_vote,
             bcast_commit=self.rates.bcast_commit,
+            quiet_heartbeats=self.rates.quiet_heartbeats,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
         )

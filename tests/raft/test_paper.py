@@ -888,3 +888,32 @@ def test_with_commit_broadcast_followers_learn_commit_at_once():
     net.propose(1, b"a")
     for f in (2, 3):
         assert net.nodes[f].raft.log.committed == 3 and b"a" in net.applied[f]
+
+
+def test_quiet_heartbeats_skip_peers_that_just_got_an_append():
+    net = Network(quiet_heartbeats=True)
+    net.elect(1)
+    leader = net.nodes[1]
+    hb = leader.raft.cfg.heartbeat_tick
+    assert hb == 1  # a round on every tick
+
+    def heartbeats_in(fn):
+        before = len(net.sent)
+        fn()
+        return [m.to for m in net.sent[before:] if m.type == MessageType.HEARTBEAT]
+
+    # appends flow to both followers between rounds: the round sends no heartbeat, and many
+    # election timeouts of such rounds elect nobody else
+    term = leader.raft.term
+    for i in range(5 * leader.raft.cfg.election_tick):
+        net.propose(1, b"w%d" % i)
+        assert heartbeats_in(lambda: net.tick(nodes=[1, 2, 3])) == []
+    assert net.leader() == 1 and leader.raft.term == term
+    # a quiet round (no append since the last one): everyone gets a heartbeat again
+    net.tick(times=hb)
+    assert sorted(heartbeats_in(lambda: net.tick(times=hb))) == [2, 3]
+    # a round that confirms a read is never skipped
+    net.propose(1, b"x")
+    leader.read_index(b"r")
+    assert sorted(heartbeats_in(net.deliver)) == [2, 3]
+    assert net.read_states[1][-1].context == b"r"
