@@ -16,12 +16,18 @@ Theory of operation
   so a failed or retried transaction leaves no trace.
 - MapFullError: the transaction is aborted, the map doubled (after waiting for in-flight read
   transactions of this process to end, as LMDB requires), and the whole transaction retried.
+  (Deferred: only the write's child transaction is aborted; the deferred ones are committed
+  before the map grows, which needs no open transaction. A deferred transaction opens only
+  with a quarter of the map, up to 256 MiB, free.)
   A full disk (ENOSPC, EFBIG, EDQUOT) raises DiskFull; LMDB's copy-on-write commit means the
   file still holds the previous committed state.
 - Threads: writes are serialised by `_write_lock` and each runs entirely on its calling
-  thread (py-lmdb's rule); the node calls them from one worker thread. Reads may run on any
-  thread concurrently: each opens its own short read transaction; hot group state is cached
-  in immutable objects replaced whole after a commit.
+  thread (py-lmdb's rule). Reads may run on any thread concurrently: each opens its own
+  short read transaction; hot group state is cached in immutable objects replaced whole
+  after a commit. Exception, WAL mode's deferred commits (wal_store.py): writes of the home
+  thread (the opener) that the WAL can redo go into one long-lived transaction committed
+  now and then; reads on the home thread read through it, other threads' reads and writes
+  raise StorageError while it is open (snapshot streams read the committed state).
 - Exclusive opening: `LOCK` in the directory is flock()ed; a second opener (another process or
   another NodeStore in this process) gets StoreLocked.
 - Snapshots (`snapshot_chunks`): the header is read in one read transaction (applied index,
@@ -81,7 +87,7 @@ _NEARLY_FULL_BYTES = 64 << 20
 # Deferred commits (WAL mode, see wal_store.py): the open LMDB transaction is committed once
 # it is this old, or holds this much work (applied commands, GC'd versions...), or the WAL
 # took this many bytes since it opened (a proxy for the bytes applied).
-DEFER_MAX_S = 0.1
+DEFER_MAX_S = float(os.environ.get("KVSTORE_STORE_DEFER_S", "0.1"))
 DEFER_MAX_OPS = 20_000
 DEFER_MAX_WAL_BYTES = 16 << 20
 _DEFER_ROOM = 256 << 20  # free map space wanted when a deferred transaction opens

@@ -5,8 +5,9 @@ Theory of operation
   writes (entries and hard states of all groups of a turn) is ONE write() of a few records and
   ONE fdatasync of a sequential file (etcd's design). LMDB then holds only the state machine
   (data, sessions, applied index) plus each group's snapshot metadata, conf state and log
-  offset, committed WITHOUT a sync per transaction: the WAL is the source of truth, and after a
-  crash LMDB is consistent at some older applied index from which the node re-applies the log.
+  offset, its applies deferred into a transaction committed (synced) every ~0.1 s rather than
+  per batch (wal_store.py): the WAL is the source of truth, and after a crash LMDB is at its
+  last synced commit, an older applied index from which the node re-applies the log.
 - Files: `<store>/wal/<seq:016x>.wal` segments. A record is [u32 body length][u32 crc32 of
   the body][msgpack body]; a body is [kind, group, payload]:
     ENTRIES  [first_index, [encoded entry, ...]]  entries at index <= the group's last index

@@ -3,10 +3,30 @@
 What lives where
 - WAL (fdatasync'd per batch): every group's log entries and hard state; in memory as
   `Wal.logs` (MemLog per group) and `Wal.hard`, rebuilt by replay on open.
-- LMDB (committed WITHOUT a sync, except where noted): data, sessions, apply state, GC
-  horizons; per group the snapshot record, conf state and log offset (what `compact` and
-  snapshot installs write). Writes that the WAL cannot redo (metadata, snapshot installs,
-  conf states, group removal) sync LMDB before returning (`NodeStore._write(durable=True)`).
+- LMDB: data, sessions, apply state, GC horizons; per group the snapshot record, conf state
+  and log offset (what `compact` and snapshot installs write). EVERY LMDB commit is synced
+  (the environment is opened with sync and metasync on, as in LMDB mode): LMDB only ever
+  holds synced commits, so a power loss leaves it at its last commit, intact.
+- Deferred commits (`defer_commits`, on by default): what the WAL can redo (applies) or does
+  not need (compactions, GC, session expiry) is written on the home thread (the one that
+  opened the store) into ONE long-lived LMDB write transaction, each write in a nested child
+  transaction (so a write that fails, or hits a full map, leaves no trace in it). That
+  transaction is committed, synced, when it is DEFER_MAX_S old or holds DEFER_MAX_OPS
+  commands / DEFER_MAX_WAL_BYTES of WAL since it opened (checked after each write), when a
+  durable write comes (metadata, snapshot installs, conf states, group removal: they commit
+  the deferred writes, then themselves, synced), at a checkpoint, a snapshot stream's start
+  and on close. So a job costs one WAL fdatasync plus a few-microsecond child commit; the
+  LMDB commit (~5 ms: hundreds of dirty pages and 2 fdatasyncs) comes ~10 times a second.
+- Reads see the deferred writes on the home thread: they read through the open write
+  transaction (LMDB allows that on its thread), so a linearizable read never misses an
+  applied write. Other threads cannot: while deferred writes are pending their reads raise
+  StorageError (a sequence number around each read transaction catches one that began
+  before a commit), and their writes too (only the home thread can commit its transaction),
+  except the snapshot stream, which reads the last committed state by design (its header,
+  version pin and data all from committed states, so they agree), and `install_snapshot`
+  from a trio worker thread, which first asks the trio loop (the home thread) to commit.
+  A store written on a worker thread and read on the loop (kvstore --storage-thread) gets
+  no deferral there: writes off the home thread commit at once.
 - Order of a persist batch: (1) if it carries snapshots or conf states, one LMDB transaction
   for their metadata, synced, then a SNAP record in the WAL; (2) the entries and hard states
   as WAL records: one write, one fdatasync; (3) the in-memory logs and the group-state cache
@@ -15,16 +35,22 @@ What lives where
   at or below it are dropped; if the WAL's entry at the offset has another term (a crash
   between a snapshot install's LMDB commit and its WAL SNAP record), the log after it is
   dropped too and a SNAP record is appended so a later replay agrees. LMDB's applied index
-  may be behind the WAL's commit index after a crash: the node re-applies the committed
-  entries above it (RawNode starts at `applied_index`, the log and commit come from here).
+  may be behind the WAL's commit index after a crash (deferred writes are lost with the
+  process): the node re-applies the committed entries above it (RawNode starts at
+  `applied_index`, the log and commit come from here).
 - Checkpoints (`maybe_checkpoint`, after a persist at most every CHECKPOINT_S, and on close):
-  note every group's min(log offset, applied index), sync LMDB, then delete the WAL segments
-  whose entries are all at or below those indexes (wal.Wal.drop_segments).
-- Caveat (why this mode is not the default): LMDB committed without a sync keeps its
-  integrity across a PROCESS crash (the page cache survives; tested with SIGKILL), but LMDB's
-  own documentation says a SYSTEM crash (power loss, kernel panic) with MDB_NOSYNC may corrupt
-  the file unless the file system preserves write order, which ext4 does not promise. Such a
-  node must then be wiped and rebuilt from its peers (a snapshot). The WAL itself is safe.
+  commit the deferred writes (synced), then note every group's min(log offset, applied
+  index) — now LMDB's committed state — and delete the WAL segments whose entries are all
+  at or below those indexes (wal.Wal.drop_segments). Never from a deferred state, so the WAL
+  keeps every entry above LMDB's last synced applied index; nothing at all after a failed
+  commit (the store then refuses work until reopened).
+- What is safe: a process crash (SIGKILL) and a power loss or kernel crash lose nothing the
+  WAL acknowledged: LMDB restarts at its last synced commit, the WAL holds everything after
+  it, and re-applying gives the same state (tests: test_crash.py, test_deferred.py). What
+  is not: disks or file systems that lie about fdatasync (as for any database); and a
+  failed LMDB commit of deferred writes (EIO, full disk) cannot be retried in place: the
+  store refuses further work with StorageError and must be reopened (the node restarts and
+  re-applies from the WAL).
 """
 
 from __future__ import annotations
