@@ -7,11 +7,12 @@ anything else is a client connection and the frame is its first batch of request
 Client connections pipeline: the reader parses every request of a frame and hands it to the
 node (which answers at once or later); replies are collected and a writer task sends all
 replies ready at that moment as one frame, with one non-blocking write straight to the socket
-(the writer falls back to an awaited `send_all` only for what a full send buffer did not take). At most `INFLIGHT_MAX` requests may be pending per
-connection (counted until the reply is sent); beyond that the reader stops reading (TCP
-backpressure), so a client that never reads its replies costs bounded memory. A malformed frame gets an
-INVALID reply with request id None and the connection is closed; a malformed request inside a
-good frame gets its own INVALID reply. Nothing a client sends can stop the node.
+(it falls back to an awaited `send_all` only for what a full send buffer did not take). At
+most `INFLIGHT_MAX` requests may be pending per connection (counted until the reply is sent);
+beyond that the reader stops reading (TCP backpressure), so a client that never reads its
+replies costs bounded memory. A malformed frame gets an INVALID reply with request id None
+and the connection is closed; a malformed request inside a good frame gets its own INVALID
+reply. Nothing a client sends can stop the node.
 """
 
 from __future__ import annotations
