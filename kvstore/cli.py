@@ -41,9 +41,10 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
                    help="run storage writes in a worker thread instead of on the event loop's "
                         "thread (overlaps fsync with networking; costs a GIL hand-off per turn)")
     p.add_argument("--log", choices=("lmdb", "wal"), default=None,
-                   help="where Raft logs live: lmdb or wal (an append-only log, one sequential "
-                        "fdatasync per batch; applies committed to LMDB unsynced). Default: the "
-                        "data directory's mode; a new one: lmdb ($KVSTORE_STORE_LOG overrides)")
+                   help="where Raft logs live: wal (an append-only log, one sequential fdatasync "
+                        "per batch; applies go to LMDB in synced commits every 100 ms) or lmdb "
+                        "(one synced LMDB commit per batch). Default: the data directory's mode; "
+                        "a new one: wal ($KVSTORE_STORE_LOG overrides)")
     p.add_argument("--switch-interval-ms", type=float, default=0.5,
                    help="sys.setswitchinterval for --storage-thread (GIL hand-back latency)")
     p.add_argument("--log-level", default="info")
