@@ -198,6 +198,7 @@ class NodeStore:
         # Read gate: set_mapsize needs no live transaction in this process.
         self._gate = threading.Lock()  # guards _readers and _resizing (held only briefly)
         self._readers = 0
+        self._fresh: set[int] = set()  # ids of the live read transactions _begin_read made
         self._resizing = False
         self._resized = threading.Event()  # set whenever no resize is in progress
         self._resized.set()
@@ -374,10 +375,12 @@ class NodeStore:
         try:
             if env is None:
                 raise StoreClosed("the store is closed")
-            return env.begin(buffers=False)
+            txn = env.begin(buffers=False)
         except BaseException:
             self._end_read(None)
             raise
+        self._fresh.add(id(txn))
+        return txn
 
     def _wait_admitted(self) -> None:
         for _ in range(600):
@@ -390,8 +393,10 @@ class NodeStore:
 
     def _end_read(self, txn) -> None:
         if txn is not None:
-            if txn is self._dtxn or txn is self._dchild:
-                return  # borrowed: the deferred transaction stays open
+            try:
+                self._fresh.remove(id(txn))
+            except KeyError:
+                return  # borrowed: the deferred transaction (or its child), even if since done
             txn.abort()
         with self._gate:
             self._readers -= 1
