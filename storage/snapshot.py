@@ -12,7 +12,6 @@ See store.py's module docstring for why streaming in short read transactions is 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 
 from raft.types import Snapshot, SnapshotMetadata
@@ -60,8 +59,13 @@ def _header(store, group_id: int, bucket: int):
 def stream(store, group_id: int, bucket: int, chunk_bytes: int) -> Iterator[bytes]:
     """The chunks of a snapshot (see the module docstring); the header is read now."""
     chunk_bytes = max(1, chunk_bytes)
+    store._flush_via_trio()
     with store._write_lock:  # no GC between pinning and reading the header
-        if store._dtxn is not None and threading.get_ident() == store._home:
+        if store._dtxn is not None:
+            # Pending deferred writes must be committed first: a deferred GC among them may
+            # remove versions visible at the committed state's version, which the pieces
+            # (read from later committed states) would then miss. Only the home thread can.
+            store._check_thread("snapshot_chunks")
             store._commit_deferred("snapshot")  # the snapshot is as of now
         # the header, its version pin and the data all come from committed states: the pin
         # is the committed last version (GC keeps what is visible at it), every later

@@ -222,8 +222,8 @@ class NodeStore:
         long-lived LMDB transaction committed every DEFER_MAX_S or when a durable write, a
         checkpoint or `close` needs it (see wal_store.py). Reads on the home thread see the
         deferred writes; reads from other threads while deferred writes are pending raise
-        StorageError (they would be stale), except `snapshot_chunks`, which reads the last
-        committed state by design. Writes from other threads commit at once, and raise
+        StorageError (they would be stale); `snapshot_chunks` and `install_snapshot` commit
+        them first (see there). Writes from other threads commit at once, and raise
         StorageError while the home thread has deferred writes (call `flush()` on the home
         thread first). So a store written on one thread and read on another (kvstore's
         --storage-thread) works as long as the home thread does not write deferrable things
@@ -1177,9 +1177,11 @@ class NodeStore:
         the bucket's data) as bounded chunks, for `install_snapshot`. The first chunk's
         metadata (`snapshot_header`) is the Raft snapshot metadata to send with it.
 
-        The stream reads the last COMMITTED state (its chunks may be pulled on any thread).
-        On the home thread this call first commits deferred writes and reads the header, so
-        the snapshot is as of the call; on another thread it is as of the last commit."""
+        The header is read by this call, the rest as the chunks are pulled (on any thread),
+        all from COMMITTED states: pending deferred writes are committed first, so the
+        snapshot is as of the call. On another thread than the home thread that is only
+        possible from a trio worker thread whose loop is the home thread (it asks the loop to
+        commit); otherwise pending deferred writes make it raise StorageError."""
         from . import snapshot
 
         return snapshot.stream(self, group_id, bucket, chunk_bytes)

@@ -21,10 +21,13 @@ What lives where
   transaction (LMDB allows that on its thread), so a linearizable read never misses an
   applied write. Other threads cannot: while deferred writes are pending their reads raise
   StorageError (a sequence number around each read transaction catches one that began
-  before a commit), and their writes too (only the home thread can commit its transaction),
-  except the snapshot stream, which reads the last committed state by design (its header,
-  version pin and data all from committed states, so they agree), and `install_snapshot`
-  from a trio worker thread, which first asks the trio loop (the home thread) to commit.
+  before a commit), and their writes too (only the home thread can commit its transaction).
+  The snapshot stream reads committed states by design: `snapshot_chunks` commits pending
+  deferred writes, then reads the header and pins GC at its version; the chunks, pulled
+  later on any thread, come from later committed states filtered to versions <= it (deferred
+  GC after the pin is clamped to it, so they agree). `snapshot_chunks` and
+  `install_snapshot` called from a trio worker thread first ask the trio loop (the home
+  thread) to commit the deferred writes (trio.from_thread).
   A store written on a worker thread and read on the loop (kvstore --storage-thread) gets
   no deferral there: writes off the home thread commit at once.
 - Order of a persist batch: (1) if it carries snapshots or conf states, one LMDB transaction

@@ -394,3 +394,33 @@ def test_a_read_racing_a_deferred_commit_is_refused_not_stale(tmp_path):
         del s._begin_committed_read
         assert len(out) == 1 and isinstance(out[0], StorageError), out
         assert s.get(1, b"k3") == (b"v3", 3)
+
+
+def test_snapshot_from_another_thread_needs_the_deferred_writes_committed(tmp_path):
+    """A deferred GC may have removed versions visible at the committed state: a snapshot
+    taken from another thread while such writes are pending is refused, not inconsistent."""
+    with open_wal(tmp_path / "s") as s:
+        fill(s, 5)
+        apply_log(s, 2, 5)
+        out = []
+
+        def other():
+            try:
+                out.append(s.snapshot_chunks(1, 1))
+            except StorageError as exc:
+                out.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(30)
+        assert isinstance(out[0], StorageError) and s._pins.get(1, []) == []
+
+        async def main():  # from a trio worker thread: the loop commits them first
+            stream = await trio.to_thread.run_sync(s.snapshot_chunks, 1, 1)
+            return await trio.to_thread.run_sync(list, stream)
+
+        chunks = trio.run(main)
+        assert committed_applied(s) == 5
+        with open_wal(tmp_path / "d") as d:
+            assert d.install_snapshot(1, 1, None, chunks).index == 5
+            assert d.get(1, b"k5") == (b"v5", 5)
