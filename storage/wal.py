@@ -21,6 +21,7 @@ Theory of operation
   never reported durable: the file is truncated there. Anywhere else it is CorruptData.
 - Rotation: when a segment passes `segment_bytes`, a new one is started (directory fsynced)
   and opened with a HARD record for every group, so no older segment is needed for them.
+  `open` appends them to the last segment again (a crash may have cut them off a new one).
 - Deletion (`drop_segments`): the oldest segments are deleted while every group's highest
   entry index written in them is <= `durable[group]`, which the store passes as the groups' log
   offsets as of its last LMDB sync (offset <= applied index, both durable then). So an entry
@@ -191,6 +192,12 @@ class Wal:
             seq = w._segs[-1]
             w._fd = os.open(w._path(seq), os.O_WRONLY | os.O_APPEND)
             w._size = os.fstat(w._fd).st_size
+            # A crash inside _new_segment can leave the last segment without the hard
+            # states it should start with (empty, or cut off by the torn-tail truncation):
+            # write them again, or deleting older segments could lose a vote.
+            recs = [hard_state_record(g, hs) for g, hs in w.hard.items()]
+            if recs:
+                w._write(b"".join(recs))
         else:
             w._new_segment(0)
         return w

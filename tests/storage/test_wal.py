@@ -241,3 +241,26 @@ def test_log_mode_is_remembered(tmp_path):
         assert s.log_mode == os.environ.get("KVSTORE_STORE_LOG", "lmdb")
     with pytest.raises(InvalidInput):
         NodeStore.open(p, sync=False, log="nope")
+
+
+def test_hard_states_survive_a_crash_while_a_segment_was_started(tmp_path):
+    """A crash right after a new segment was created, before its hard state records were
+    written: after reopening, deleting the older segments must not lose a hard state."""
+    p = tmp_path / "s"
+    with open_wal_store(p, wal_segment_bytes=200) as s:
+        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
+        s.persist([GroupWrite(2, hard_state=HardState(7, 2, 0))])  # never written again
+        for i in range(2, 21):
+            s.persist([GroupWrite(1, entries=ents(i, i))])
+        last = wal_files(p)[-1]
+    seq = int(last[:-4], 16) + 1
+    open(os.path.join(p, "wal", f"{seq:016x}.wal"), "wb").close()  # the crash
+    with open_wal_store(p, wal_segment_bytes=1 << 20) as s:  # no rotation from now on
+        s.apply([GroupApply(1, 1, 20, [decode_command(e.data) for e in
+                                       s.group(1).entries(2, 21)])])
+        s.compact(1, 20)
+        from storage import wal_store
+        assert wal_store.maybe_checkpoint(s, force=True) > 0
+        assert wal_files(p)[0] > last  # every segment from before the crash is gone
+    with open_wal_store(p) as s:
+        assert s.group(2).hard_state() == HardState(7, 2, 0)
