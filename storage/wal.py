@@ -15,7 +15,10 @@ Theory of operation
     HARD     encoded hard state;
     SNAP     [index, term]: a snapshot was installed: Raft's rule (keep the log after it if it
              holds that index with that term, else drop it all) is applied at this point;
-    REMOVE   the group was removed: forget its log and hard state.
+    REMOVE   the group was removed: forget its log and hard state;
+    BATCH    (group 0) the records of one `append`, concatenated: one crc covers the batch, so
+             a write cut short by a crash (SIGKILL can stop a write() at a page boundary)
+             loses the whole batch, never some of its groups.
 - Replay (`open`): segments in order, records in order, into per-group `MemLog`s and hard
   states. A short or bad-crc record at the end of the LAST segment is a torn write of a batch
   never reported durable: the file is truncated there. Anywhere else it is CorruptData.
@@ -44,7 +47,7 @@ from raft.types import Entry, HardState
 from . import codec
 from .errors import CorruptData, DiskFull, StorageError
 
-ENTRIES, HARD, SNAP, REMOVE = 1, 2, 3, 4
+ENTRIES, HARD, SNAP, REMOVE, BATCH = 1, 2, 3, 4, 5
 _HEAD = struct.Struct("<II")
 DEFAULT_SEGMENT_BYTES = 64 << 20
 _MAX_RECORD = 1 << 30
@@ -153,6 +156,27 @@ def _read_records(path: str, last: bool):
     return out, pos, len(data)
 
 
+def _parse_batch(data: bytes) -> list:
+    """The records inside a BATCH record (whose own crc was good: any damage is corruption)."""
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + _HEAD.size > len(data):
+            raise CorruptData("WAL: short record inside a batch")
+        n, crc = _HEAD.unpack_from(data, pos)
+        body = data[pos + _HEAD.size: pos + _HEAD.size + n]
+        if len(body) != n or zlib.crc32(body) != crc:
+            raise CorruptData("WAL: bad record inside a batch")
+        try:
+            rec = msgpack.unpackb(body, raw=False)
+        except Exception as exc:
+            raise CorruptData(f"WAL: bad record inside a batch: {exc}") from None
+        if rec[0] == BATCH:
+            raise CorruptData("WAL: nested batch")
+        out.append(rec)
+        pos += _HEAD.size + n
+    return out
+
+
 class Wal:
     def __init__(self, directory: str, segment_bytes: int, sync: bool) -> None:
         self.dir = directory
@@ -217,6 +241,9 @@ class Wal:
             self.logs.setdefault(gid, MemLog()).apply_snapshot(*payload)
         elif kind == REMOVE:
             self._forget(gid)
+        elif kind == BATCH:
+            for inner in _parse_batch(payload):
+                self._replay(seq, inner)
         else:
             raise CorruptData(f"WAL: unknown record kind {kind}")
 
@@ -277,7 +304,10 @@ class Wal:
             return
         if self._size >= self.segment_bytes:
             self._new_segment(self._segs[-1] + 1)
-        self._write(b"".join(records))
+        data = b"".join(records)
+        if len(records) > 1:
+            data = encode_record(BATCH, 0, data)
+        self._write(data)
         m = self._seg_max[self._segs[-1]]
         for g, i in maxes.items():
             if i > m.get(g, 0):

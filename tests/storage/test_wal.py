@@ -264,3 +264,21 @@ def test_hard_states_survive_a_crash_while_a_segment_was_started(tmp_path):
         assert wal_files(p)[0] > last  # every segment from before the crash is gone
     with open_wal_store(p) as s:
         assert s.group(2).hard_state() == HardState(7, 2, 0)
+
+
+def test_a_batch_cut_short_is_lost_whole(tmp_path):
+    """A write cut short by a crash (SIGKILL can end a write() at a page boundary) loses the
+    whole persist batch, not some of its groups."""
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(g, entries=ents(1, 2), hard_state=HardState(1, 0, 2))
+                   for g in (1, 2, 3)])
+        s.persist([GroupWrite(g, entries=ents(3, 40), hard_state=HardState(1, 0, 40))
+                   for g in (1, 2, 3)])
+    seg = os.path.join(p, "wal", wal_files(p)[-1])
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:
+        f.truncate(size - 100)  # groups 1 and 2 of the second batch are whole in the file
+    with open_wal_store(p) as s:
+        assert [s.group(g).last_index() for g in (1, 2, 3)] == [2, 2, 2]
+        assert [s.group(g).hard_state().commit for g in (1, 2, 3)] == [2, 2, 2]
