@@ -111,6 +111,17 @@ class RaftLog:
         compacted away."""
         if lo >= hi:
             return []
+        offset = self.offset
+        cache = self.cache
+        j = lo - offset + len(cache)
+        if j >= 0 and hi <= offset + len(self.ents):
+            # all in memory (the hot path: committed entries, appends to followers); cached
+            # entries are above the applied index, so never compacted
+            if hi <= offset:
+                return limit_size(cache[j : j + hi - lo], max_bytes)
+            if lo >= offset:
+                return limit_size(self.ents[lo - offset : hi - offset], max_bytes)
+            return limit_size(cache[j:] + self.ents[: hi - offset], max_bytes)
         if lo < self.first_index():
             raise Compacted(f"entries from {lo} are compacted (first {self.first_index()})")
         last = self.last_index()

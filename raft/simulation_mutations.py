@@ -27,12 +27,16 @@ class Mutation:
     def apply(self) -> None:
         if self._saved:
             raise RuntimeError(f"mutation {self.name} is already applied")
+        from . import simulation
+        simulation.TEXTBOOK_FLOW = True
         for cls, attr, make in self.patches:
             original = cls.__dict__[attr]
             self._saved.append((cls, attr, original))
             setattr(cls, attr, make(original))
 
     def undo(self) -> None:
+        from . import simulation
+        simulation.TEXTBOOK_FLOW = False
         while self._saved:
             cls, attr, original = self._saved.pop()
             setattr(cls, attr, original)
