@@ -6,8 +6,10 @@ import trio
 
 from kvstore.bench.drivers.base import Driver, DriverError
 
-DURABILITY = ("Raft per bucket, 3 replicas; a write is acknowledged after a majority has it in "
-              "LMDB with fsync (one fsync per node turn for all buckets)")
+DURABILITY = ("Raft per bucket, 3 replicas; a write is acknowledged after a majority fsynced it "
+              "to its Raft log (WAL: one fdatasync per node turn for all buckets; the applied "
+              "state goes to LMDB in synced commits every 100 ms, redone from the WAL after a "
+              "crash)")
 
 
 class KvstoreDriver(Driver):
