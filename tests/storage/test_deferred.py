@@ -121,8 +121,7 @@ def test_other_threads_never_read_stale_data_nor_write_under_deferred_writes(tmp
         assert all(isinstance(v, StorageError) for v in out.values()), out
         assert "deferred" in str(out["get"])
         assert s.get_meta("x") is None and s.group(2).last_index() == 0 and not s.closed
-        # the snapshot stream is the documented committed-state read: fine anywhere
-        s.flush()
+        s.flush()  # once committed, other threads read again
         t = threading.Thread(target=lambda: out.__setitem__("after", s.get(1, b"k4")))
         t.start()
         t.join(30)
