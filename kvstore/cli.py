@@ -44,7 +44,8 @@ def _add_serve_tuning(p: argparse.ArgumentParser) -> None:
                    help="where Raft logs live: wal (an append-only log, one sequential fdatasync "
                         "per batch; applies go to LMDB in synced commits every 100 ms) or lmdb "
                         "(one synced LMDB commit per batch). Default: the data directory's mode; "
-                        "a new one: wal ($KVSTORE_STORE_LOG overrides)")
+                        "a new one: wal, or lmdb with --storage-thread ($KVSTORE_STORE_LOG "
+                        "overrides)")
     p.add_argument("--switch-interval-ms", type=float, default=0.5,
                    help="sys.setswitchinterval for --storage-thread (GIL hand-back latency)")
     p.add_argument("--log-level", default="info")

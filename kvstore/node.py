@@ -120,7 +120,8 @@ class NodeConfig:
     # "wal": Raft logs in an append-only WAL, applies in a deferred LMDB transaction that is
     # committed (synced) every 100 ms (storage/wal_store.py); "lmdb": everything in LMDB, one
     # synced commit per job. None: the data directory's mode; a new one: $KVSTORE_STORE_LOG,
-    # else wal (measured faster, same durability; see README "Storage")
+    # else wal (measured faster, same durability; see README "Storage"), or lmdb with
+    # storage_thread
     log: str | None = None
     listen_host: str | None = None  # bind here instead of the host of this node's address
 
@@ -217,7 +218,10 @@ class Node:
         log_mode = cfg.log
         if (log_mode is None and not os.environ.get("KVSTORE_STORE_LOG")
                 and not os.path.exists(os.path.join(path, "data.mdb"))):
-            log_mode = "wal"  # a new data directory
+            # a new data directory: the WAL with deferred commits, unless storage runs on a
+            # worker thread (no deferral there, so a WAL fsync plus a synced LMDB commit per
+            # job: the LMDB log is faster then)
+            log_mode = "lmdb" if cfg.storage_thread else "wal"
         # deferred commits need every store call on the loop's thread (the store's home)
         self.store = NodeStore.open(path, sync=cfg.fsync, log=log_mode,
                                     defer_commits=False if cfg.storage_thread else None)
