@@ -127,15 +127,8 @@ class RaftLog:
         last = self.last_index()
         if hi > last + 1:
             raise Unavailable(f"entries up to {hi - 1} requested, last index is {last}")
-        offset = self.offset
-        if lo >= offset:
-            return limit_size(self.ents[lo - offset : hi - offset], max_bytes)
-        cache = self.cache
-        j = lo - offset + len(cache)
-        if j >= 0:
-            stored = limit_size(cache[j : j + min(hi, offset) - lo], max_bytes)
-        else:
-            stored = self.storage.entries(lo, min(hi, offset), max_bytes)
+        # here lo is below the cache: the durable part comes from storage
+        stored = self.storage.entries(lo, min(hi, offset), max_bytes)
         if hi <= offset or len(stored) < min(hi, offset) - lo:
             return stored
         unstable = self.ents[: hi - offset]

@@ -42,6 +42,7 @@ class Progress:
         self.max_inflight = max_inflight
         self.is_learner = is_learner
         self.appended = False  # an append went out since the last heartbeat round
+
     def __repr__(self) -> str:
         return (f"Progress(match={self.match}, next={self.next}, state={self.state.name}, "
                 f"inflight={len(self.inflights)}, learner={self.is_learner})")
