@@ -22,13 +22,17 @@ Reads `as_of` a time older than the bucket's GC horizon raise `HistoryCompacted`
 Raft simulator and the conformance tests). Module map: store.py (NodeStore, transactions),
 group.py (raft Storage view), mvcc.py (apply, scan, GC), snapshot.py (streaming), keys.py
 (data key layout), codec.py (every encoding), commands.py (commands, batches, results),
-wal.py + wal_store.py (opt-in `NodeStore.open(path, log="wal")`: Raft logs and hard states in
-an append-only WAL, applies committed to LMDB unsynced; see wal_store.py for the caveat).
+wal.py + wal_store.py (`NodeStore.open(path, log="wal")`, the kvstore node's default for new
+data directories: Raft logs and hard states in an append-only WAL, applies deferred into one
+LMDB transaction that is committed, synced, every 100 ms; see wal_store.py for what is safe).
 
 Threading: writes (persist, apply, gc, compact, install_snapshot, remove_group, put_meta) may be
-called from any thread, one at a time (the node uses ONE worker thread); each is one complete
-LMDB write transaction on the calling thread. Reads (GroupStorage methods, get, scan, applied
-index...) may run concurrently from other threads: each uses its own short read transaction.
+called from any thread, one at a time (the node calls them from its loop's thread); each is one
+complete LMDB write transaction on the calling thread. Reads (GroupStorage methods, get, scan,
+applied index...) may run concurrently from other threads: each uses its own short read
+transaction. With deferred commits (WAL mode's default) writes are deferred on the thread that
+opened the store, and reads or writes from other threads raise StorageError while deferred
+writes are pending (see NodeStore.open).
 """
 
 from .commands import (
