@@ -14,7 +14,9 @@ queued by other tasks with plain synchronous calls and wake the loop. One turn o
 
 3. the loop hands every queued Ready to the writer task as ONE job; the writer persists all
    their entries / hard states / snapshots and applies all their committed entries in ONE
-   transaction (`write_turn`: one commit, one fsync), answers the writes whose results that
+   `write_turn` (WAL log, the default: one WAL record and one fdatasync, the applies into the
+   store's deferred LMDB transaction, committed and synced every 100 ms; LMDB log: one
+   transaction, one commit, one fsync), answers the writes whose results that
    produced just before the commit (see `_answer_early`), sends the `persisted_messages`
    after it, and posts the results back. Committed entries that become known while a job
    runs go with the next job;
