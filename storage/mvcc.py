@@ -63,11 +63,14 @@ class Applier:
             return Rejected(f"unknown command {type(cmd).__name__}")
         try:
             _validate(cmd)
+            if cmd.session is None:
+                skey = None
+            else:  # encoding the session id validates it too
+                skey = self.gprefix + codec.encode_session_key(cmd.session)
         except InvalidInput as exc:
             return Rejected(str(exc))
-        if cmd.session is None:
+        if skey is None:
             return self._execute(cmd)
-        skey = self.gprefix + codec.encode_session_key(cmd.session)
         now = max(cmd.ts, self.last_version)
         row = self.txn.get(skey, db=self.sessions)
         if row is not None:
@@ -121,8 +124,6 @@ def _validate(cmd) -> None:
             codec.check_value(cmd.new)
     if not isinstance(cmd.ts, int) or cmd.ts < 0 or cmd.ts >= keys.MAX_VERSION:
         raise InvalidInput(f"bad timestamp {cmd.ts!r}")
-    if cmd.session is not None:
-        codec.encode_session_key(cmd.session)
 
 
 def scan(txn, data_db, bucket: int, prefix: bytes, start_after: bytes | None, limit: int,

@@ -62,6 +62,11 @@ def test_oversized_keys_and_values_are_refused_clearly(store):
     assert isinstance(decode_command(b"\x01garbage"), Rejected)
     assert isinstance(decode_command(b"\x07"), Rejected)
     assert decode_command(b"") == Noop()
+    # a session id of the wrong type is rejected too, and nothing is written
+    res = apply1(store, 3, Put(b"s1", b"v", 7, True, 1), Put(b"s2", b"v", 8, "str", 1))
+    assert [type(r) for r in res] == [Rejected, Rejected]
+    assert "session" in res[0].reason and "session" in res[1].reason
+    assert store.get(1, b"s1") is None and store.get(1, b"s2") is None
 
 
 def test_largest_key_and_value_round_trip(store):
