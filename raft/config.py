@@ -40,6 +40,11 @@ class Config:
       carried the commit index; its answer marks the peer active). Under load the appends do
       the heartbeats' work, and a multi-raft node with many groups sends far fewer messages.
       Rounds that confirm a read are never skipped.
+    - `lean_reads`: the heartbeat round a ReadIndex starts goes only to as many voters as a
+      quorum needs besides the leader (those heard from most recently), not to every peer: in
+      a 3-node group one heartbeat and one answer per read round instead of two of each. If one
+      of them does not answer, the next tick's round (to every peer, carrying the newest
+      pending read) confirms the read. A quorum of acknowledgements is required either way.
     """
 
     id: int
@@ -55,6 +60,7 @@ class Config:
     max_committed_size_per_ready: int = 64 << 20
     bcast_commit: bool = True
     quiet_heartbeats: bool = False
+    lean_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.rng is None:

@@ -743,7 +743,22 @@ class Raft:
         if self.id in self.voters:
             read.acks.add(self.id)
         self.pending_reads[context] = read
-        self.bcast_heartbeat(context)
+        if self.cfg.lean_reads:
+            self._heartbeat_quorum(context)
+        else:
+            self.bcast_heartbeat(context)
+
+    def _heartbeat_quorum(self, context: bytes) -> None:
+        """A read's heartbeat round to just enough voters for a quorum with our own ack: the
+        ones heard from most recently (see Config.lean_reads)."""
+        prs = self.prs
+        need = self.quorum - (1 if self.id in self.voters else 0)
+        peers = sorted((n for n in self.voters if n != self.id and n in prs),
+                       key=lambda n: (prs[n].recent_active, prs[n].match), reverse=True)
+        committed = self.log.committed
+        for node in peers[:need]:
+            self.msgs.append(Message(HEARTBEAT, node, self.id, self.term,
+                                     commit=min(prs[node].match, committed), context=context))
 
     def _read_ack(self, frm: int, context: bytes) -> None:
         read = self.pending_reads.get(context)

@@ -149,6 +149,7 @@ class FaultRates:
     check_quorum: bool = True
     bcast_commit: bool = True
     quiet_heartbeats: bool = False
+    lean_reads: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
@@ -160,7 +161,9 @@ class FaultRates:
         knobs = random.Random(hash(rng.getstate()))
         bcast_commit = knobs.random() < 0.5 or TEXTBOOK_FLOW
         quiet_heartbeats = knobs.random() < 0.5 and not TEXTBOOK_FLOW
+        lean_reads = knobs.random() < 0.5 and not TEXTBOOK_FLOW
         return cls(
+            lean_reads=lean_reads,
             bcast_commit=bcast_commit,
             quiet_heartbeats=quiet_heartbeats,
             drop=some([0.01, 0.05, 0.15, 0.3]),
@@ -472,6 +475,7 @@ class Cluster:
             pre_vote=self.rates.pre_vote,
             bcast_commit=self.rates.bcast_commit,
             quiet_heartbeats=self.rates.quiet_heartbeats,
+            lean_reads=self.rates.lean_reads,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
         )

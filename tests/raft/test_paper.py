@@ -917,3 +917,27 @@ def test_quiet_heartbeats_skip_peers_that_just_got_an_append():
     leader.read_index(b"r")
     assert sorted(heartbeats_in(net.deliver)) == [2, 3]
     assert net.read_states[1][-1].context == b"r"
+
+
+def test_lean_reads_confirm_with_just_a_quorum():
+    """lean_reads: a read's heartbeat round goes to quorum-1 voters; if one of them is cut off,
+    the next tick's round (to everyone) confirms the read."""
+    net = Network(voters=(1, 2, 3, 4, 5), lean_reads=True)
+    net.elect(1)
+    net.propose(1, b"a")
+    leader = net.nodes[1]
+    before = len(net.sent)
+    leader.read_index(b"r1")
+    net.deliver()
+    hbs = [m for m in net.sent[before:] if m.type == MessageType.HEARTBEAT]
+    assert len(hbs) == 2 and all(m.context == b"r1" for m in hbs)  # quorum 3 = leader + 2
+    assert net.read_states[1][-1].context == b"r1"
+    # cut off one of the voters the next round would pick: the round alone cannot confirm
+    target = hbs[0].to
+    net.cut(1, target)
+    leader.read_index(b"r2")
+    net.deliver()
+    assert net.read_states[1][-1].context == b"r1"  # not yet
+    net.tick(nodes=[1], times=leader.raft.cfg.heartbeat_tick)
+    assert net.read_states[1][-1].context == b"r2"
+    assert net.read_states[1][-1].index == leader.raft.log.committed
