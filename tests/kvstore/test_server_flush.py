@@ -10,14 +10,32 @@ from client.wire import FrameDecoder
 from kvstore.server import ClientConn, receive
 
 
+def _conn_over_small_socket(inflight: int):
+    """A ClientConn on one end of a socket pair whose send buffer is small (so a big frame is
+    taken only in part); returns (conn, stream, the peer socket, non-blocking)."""
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    b.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    conn = ClientConn(stream, 1)
+    conn.inflight = inflight
+    return conn, stream, b
+
+
+async def _collect(b, dec: FrameDecoder, got: list, n: int) -> None:
+    """Read replies from `b` into `got` until it holds `n`."""
+    while len(got) < n:
+        await trio.sleep(0.001)
+        try:
+            got.extend(r for frame in dec.feed(b.recv(1 << 20)) for r in frame)
+        except BlockingIOError:
+            pass
+
+
 def test_flush_now_sends_at_once_and_the_writer_finishes_a_partial_frame():
     async def main():
-        a, b = socket.socketpair()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        a.setblocking(False)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-        conn = ClientConn(stream, 1)
-        conn.inflight = 6
+        conn, stream, b = _conn_over_small_socket(6)
         got: list = []
         dec = FrameDecoder()
         try:
@@ -30,7 +48,7 @@ def test_flush_now_sends_at_once_and_the_writer_finishes_a_partial_frame():
                     conn.reply(2, 0, {"version": 2})
                     conn.flush_now()
                     assert conn.inflight == 4 and not conn._tail
-                    got += [r for frame in dec.feed(b.recv(65536)) for r in frame]
+                    await _collect(b, dec, got, 2)
                     assert [r[0] for r in got] == [1, 2]
                     # a frame larger than the socket buffer: the rest goes via the writer task
                     big = b"x" * 300_000
@@ -41,13 +59,7 @@ def test_flush_now_sends_at_once_and_the_writer_finishes_a_partial_frame():
                     conn.reply(5, 0, {"version": 5})
                     conn.flush_now()  # refused while a tail is pending: order is kept
                     conn.reply(6, 0, {"version": 6})
-                    b.setblocking(False)
-                    while len(got) < 6:
-                        await trio.sleep(0.001)
-                        try:
-                            got += [r for frame in dec.feed(b.recv(1 << 20)) for r in frame]
-                        except BlockingIOError:
-                            pass
+                    await _collect(b, dec, got, 6)
                     nursery.cancel_scope.cancel()
         finally:
             b.close()
@@ -65,23 +77,9 @@ def test_writer_sends_at_once_and_finishes_a_frame_the_socket_took_only_part_of(
     request counts as in flight until its reply is on the wire."""
 
     async def main():
-        a, b = socket.socketpair()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        a.setblocking(False)
-        b.setblocking(False)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-        conn = ClientConn(stream, 1)
-        conn.inflight = 5
+        conn, stream, b = _conn_over_small_socket(5)
         got: list = []
         dec = FrameDecoder()
-
-        async def collect(n):
-            while len(got) < n:
-                await trio.sleep(0.001)
-                try:
-                    got.extend(r for frame in dec.feed(b.recv(1 << 20)) for r in frame)
-                except BlockingIOError:
-                    pass
 
         try:
             with trio.fail_after(10):
@@ -92,14 +90,14 @@ def test_writer_sends_at_once_and_finishes_a_frame_the_socket_took_only_part_of(
                     conn.reply(2, 0, {"version": 2})
                     await trio.testing.wait_all_tasks_blocked()
                     assert conn.inflight == 3 and not conn._tail  # written, nothing pending
-                    await collect(2)
+                    await _collect(b, dec, got, 2)
                     big = b"x" * 300_000
                     conn.reply(3, 0, {"value": big})
                     await trio.testing.wait_all_tasks_blocked()
                     assert conn._tail and conn.inflight == 3  # only part of it was taken
                     conn.reply(4, 0, {"version": 4})
                     conn.reply(5, 0, {"version": 5})
-                    await collect(5)
+                    await _collect(b, dec, got, 5)
                     nursery.cancel_scope.cancel()
         finally:
             b.close()
