@@ -146,13 +146,19 @@ def test_segments_deleted_only_when_lmdb_holds_their_entries(tmp_path):
         assert s.get(1, b"k40")[0] == b"v40"
 
 
+def _fill_with_a_silent_group(s, last: int) -> None:
+    """Group 2 writes its hard state once; group 1 then appends entries 2..last, one per
+    persist, over many small segments."""
+    s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
+    s.persist([GroupWrite(2, hard_state=HardState(7, 2, 0))])  # never written again
+    for i in range(2, last + 1):
+        s.persist([GroupWrite(1, entries=ents(i, i))])
+
+
 def test_hard_state_survives_deletion_of_its_segment(tmp_path):
     p = tmp_path / "s"
     with open_wal_store(p, wal_segment_bytes=200) as s:
-        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
-        s.persist([GroupWrite(2, hard_state=HardState(7, 2, 0))])  # never written again
-        for i in range(2, 40):
-            s.persist([GroupWrite(1, entries=ents(i, i))])
+        _fill_with_a_silent_group(s, 39)
         s.apply([GroupApply(1, 1, 39, [decode_command(e.data) for e in
                                        s.group(1).entries(2, 40)])])
         s.compact(1, 39)
@@ -248,10 +254,7 @@ def test_hard_states_survive_a_crash_while_a_segment_was_started(tmp_path):
     written: after reopening, deleting the older segments must not lose a hard state."""
     p = tmp_path / "s"
     with open_wal_store(p, wal_segment_bytes=200) as s:
-        s.persist([GroupWrite(1, snapshot=bootstrap_snapshot(CS))])
-        s.persist([GroupWrite(2, hard_state=HardState(7, 2, 0))])  # never written again
-        for i in range(2, 21):
-            s.persist([GroupWrite(1, entries=ents(i, i))])
+        _fill_with_a_silent_group(s, 20)
         last = wal_files(p)[-1]
     seq = int(last[:-4], 16) + 1
     open(os.path.join(p, "wal", f"{seq:016x}.wal"), "wb").close()  # the crash
