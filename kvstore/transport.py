@@ -153,14 +153,14 @@ class PeerSender:
                 log.error("cannot encode peer frame", extra={"peer": self.peer_id, "error": repr(exc)})
                 self.dropped += len(batch)
                 continue
-            self._send_since = time.monotonic()  # the watchdog cuts a send that stalls
             try:
                 n = os.write(fd, frame)
             except (BlockingIOError, InterruptedError):
                 n = 0
-            if n < len(frame):
+            if n < len(frame):  # only a send that must wait can stall: the watchdog cuts it
+                self._send_since = time.monotonic()
                 await stream.send_all(memoryview(frame)[n:])
-            self._send_since = None
+                self._send_since = None
             self.sent_frames += 1
             self.sent_items += len(batch)
 
