@@ -115,6 +115,7 @@ class Raft:
         self.voters: frozenset[int] = frozenset()
         self.quorum = 1
         self.prs: dict[int, Progress] = {}
+        self.voter_prs: tuple[Progress, ...] = ()  # the voters' entries of `prs` (maybe_commit)
         self.votes: dict[int, bool] = {}
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
@@ -173,6 +174,7 @@ class Raft:
                 pr.is_learner = node in learners
         for node in [n for n in prs if n not in voters and n not in learners]:
             del prs[node]
+        self.voter_prs = tuple(prs[v] for v in voters)
 
     def apply_conf_change(self, change: ConfChange) -> ConfState:
         conf = apply_to_conf_state(self.conf, change)
@@ -571,11 +573,19 @@ class Raft:
             self._send_timeout_now(m.frm)
 
     def maybe_commit(self) -> bool:
-        prs = self.prs
-        matches = sorted((prs[v].match for v in self.voters if v in prs), reverse=True)
-        if len(matches) < self.quorum:
-            return False
-        index = matches[self.quorum - 1]
+        voter_prs = self.voter_prs
+        quorum = self.quorum
+        if len(voter_prs) == 3 and quorum == 2:
+            # The usual group: the highest index on a quorum is the median of three.
+            a, b, c = voter_prs
+            a, b, c = a.match, b.match, c.match
+            if a < b:
+                a, b = b, a
+            index = b if c <= b else (c if c < a else a)
+        else:
+            if len(voter_prs) < quorum:
+                return False
+            index = sorted([pr.match for pr in voter_prs], reverse=True)[quorum - 1]
         log = self.log
         if index <= log.committed or log.term_or_zero(index) != self.term:
             return False
@@ -597,9 +607,12 @@ class Raft:
                 self.become_leader()
             elif result == -1:
                 self.become_follower(self.term, NONE)
-        if self.role == LEADER and self.log.snapshot is None:
+        if self.role == LEADER:
+            log = self.log
             own = self.prs.get(self.id)
-            if own is not None and own.maybe_update(self.log.stable_last()):
+            # our own match moves only when entries became durable (cheap test first)
+            if (own is not None and own.match < log.offset - 1 and log.snapshot is None
+                    and own.maybe_update(log.stable_last())):
                 if self.maybe_commit() and self.cfg.bcast_commit:
                     self.need_bcast = True
 

@@ -113,13 +113,19 @@ class Status:
 
 
 class RawNode:
-    __slots__ = ("raft", "_prev_soft", "_prev_hard", "_outstanding")
+    # What the driver last acknowledged (`advance`): the soft and hard state as plain ints, so
+    # that has_ready/ready compare fields without building objects.
+    __slots__ = ("raft", "_prev_lead", "_prev_role", "_prev_term", "_prev_vote",
+                 "_prev_commit", "_outstanding")
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.raft = Raft(config, storage)
         r = self.raft
-        self._prev_soft = SoftState(r.lead, r.role)
-        self._prev_hard = HardState(r.term, r.vote, r.log.committed)
+        self._prev_lead = r.lead
+        self._prev_role = r.role
+        self._prev_term = r.term
+        self._prev_vote = r.vote
+        self._prev_commit = r.log.committed
         self._outstanding: Ready | None = None
 
     # -- inputs
@@ -204,64 +210,82 @@ class RawNode:
 
     # -- outputs
 
+    # The three methods below run once per Ready (has_ready more often): they read the log's
+    # fields directly instead of through its small accessors (same conditions as
+    # RaftLog.has_next_unstable_entries / next_unstable_snapshot / has_next_committed_entries).
+
     def has_ready(self) -> bool:
-        r = self.raft
         if self._outstanding is not None:
             return False
+        r = self.raft
         if r.need_bcast:
             r.flush()
-        log = r.log
         if r.msgs or r.msgs_after_persist or r.read_states:
             return True
-        if log.has_next_unstable_entries() or log.next_unstable_snapshot() is not None:
-            return True
-        if log.has_next_committed_entries():
-            return True
-        if r.lead != self._prev_soft.leader or r.role != self._prev_soft.role:
-            return True
-        prev = self._prev_hard
-        return r.term != prev.term or r.vote != prev.vote or log.committed != prev.commit
+        log = r.log
+        if log.in_progress < log.offset + len(log.ents):
+            return True  # unstable entries not yet handed out
+        if log.snapshot is not None:
+            if not log.snapshot_in_progress:
+                return True
+        elif log.committed > log.applying:
+            return True  # committed entries to apply (not before a pending snapshot)
+        return (log.committed != self._prev_commit or r.term != self._prev_term
+                or r.vote != self._prev_vote or r.lead != self._prev_lead
+                or r.role != self._prev_role)
 
     def ready(self) -> Ready:
         if self._outstanding is not None:
             raise RaftError("advance() the previous Ready before asking for another")
         r = self.raft
-        r.flush()
+        if r.need_bcast:
+            r.flush()
         log = r.log
-        rd = Ready()
-        prev_soft = self._prev_soft
-        if r.lead != prev_soft.leader or r.role != prev_soft.role:
-            rd.soft_state = SoftState(r.lead, r.role)
-        prev = self._prev_hard
+        lead = r.lead
+        role = r.role
+        soft = None
+        if lead != self._prev_lead or role != self._prev_role:
+            soft = SoftState(lead, role)
+        term = r.term
+        vote = r.vote
+        commit = log.committed
+        hard = None
         must_sync = False
-        if r.term != prev.term or r.vote != prev.vote:
+        if term != self._prev_term or vote != self._prev_vote:
             must_sync = True
-            rd.hard_state = HardState(r.term, r.vote, log.committed)
-        elif log.committed != prev.commit:
-            rd.hard_state = HardState(r.term, r.vote, log.committed)
-        if log.has_next_unstable_entries():
-            rd.entries = log.next_unstable_entries()
+            hard = HardState(term, vote, commit)
+        elif commit != self._prev_commit:
+            hard = HardState(term, vote, commit)
+        ents = log.ents
+        start = log.in_progress - log.offset
+        if start < len(ents):
+            entries = ents[start:]  # a copy: the log keeps them until they are stable
             must_sync = True
-        snap = log.next_unstable_snapshot()
+            log.in_progress = log.offset + len(ents)
+        else:
+            entries = []
+        snap = log.snapshot
         if snap is not None:
-            rd.snapshot = snap
-            must_sync = True
-        log.accept_unstable()
-        if log.has_next_committed_entries():
+            if log.snapshot_in_progress:
+                snap = None
+            else:
+                log.snapshot_in_progress = True
+                must_sync = True
+            committed = []  # the snapshot must be applied first
+        elif commit > log.applying:
             committed = log.next_committed_entries(r.cfg.max_committed_size_per_ready)
             if committed:
-                rd.committed_entries = committed
                 log.applying = committed[-1].index
-        if r.msgs:
-            rd.messages = r.msgs
-            r.msgs = []
-        if r.msgs_after_persist:
-            rd.persisted_messages = r.msgs_after_persist
-            r.msgs_after_persist = []
-        if r.read_states:
-            rd.read_states = r.read_states
-            r.read_states = []
-        rd.must_sync = must_sync
+        else:
+            committed = []
+        # Hand over the outboxes, leaving fresh (empty) ones behind.
+        msgs = r.msgs
+        r.msgs = []
+        after = r.msgs_after_persist
+        r.msgs_after_persist = []
+        reads = r.read_states
+        r.read_states = []
+        rd = Ready(soft, hard, entries, snap, committed, msgs, after, reads, must_sync)
         self._outstanding = rd
         return rd
 
@@ -272,22 +296,29 @@ class RawNode:
         self._outstanding = None
         r = self.raft
         log = r.log
-        if rd.soft_state is not None:
-            self._prev_soft = rd.soft_state
-        if rd.hard_state is not None:
-            self._prev_hard = rd.hard_state
-        if rd.snapshot is not None:
-            index = rd.snapshot.metadata.index
+        soft = rd.soft_state
+        if soft is not None:
+            self._prev_lead = soft.leader
+            self._prev_role = soft.role
+        hard = rd.hard_state
+        if hard is not None:
+            self._prev_term = hard.term
+            self._prev_vote = hard.vote
+            self._prev_commit = hard.commit
+        snap = rd.snapshot
+        if snap is not None:
+            index = snap.metadata.index
             log.stable_snapshot_to(index)
             log.applied_to(index)
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)
-        if rd.committed_entries:
-            log.applied_to(rd.committed_entries[-1].index)
-            if r.role == _LEADER:
-                r.reduce_uncommitted_size(rd.committed_entries)
-        r.on_persisted(rd.hard_state)
+        committed = rd.committed_entries
+        if committed:
+            log.applied_to(committed[-1].index)
+            if r.uncommitted_size and r.role == _LEADER:
+                r.reduce_uncommitted_size(committed)
+        r.on_persisted(hard)
 
     # -- introspection
 
