@@ -9,16 +9,25 @@ Theory of operation
   per batch (wal_store.py): the WAL is the source of truth, and after a crash LMDB is at its
   last synced commit, an older applied index from which the node re-applies the log.
 - Files: `<store>/wal/<seq:016x>.wal` segments. A record is [u32 body length][u32 crc32 of
-  the body][msgpack body]; a body is [kind, group, payload]:
-    ENTRIES  [first_index, [encoded entry, ...]]  entries at index <= the group's last index
-             overwrite that suffix (Raft's conflicting-suffix truncation);
-    HARD     encoded hard state;
-    SNAP     [index, term]: a snapshot was installed: Raft's rule (keep the log after it if it
-             holds that index with that term, else drop it all) is applied at this point;
-    REMOVE   the group was removed: forget its log and hard state;
-    BATCH    (group 0) the records of one `append`, concatenated: one crc covers the batch, so
-             a write cut short by a crash (SIGKILL can stop a write() at a page boundary)
-             loses the whole batch, never some of its groups.
+  the body][body] (little-endian). A body is one of two encodings, told apart by its first
+  byte:
+  * framed (first byte FRAMED = 0x01; the hot path: a persist batch's entries and hard
+    states): a sequence of items, little-endian structs, no msgpack:
+      ENTRIES  u8 kind, u64 group, u64 first index, u32 count, then per entry
+               u64 term, u8 entry type, u32 data length, data;
+      HARD     u8 kind, u64 group, u64 term, u64 vote, u64 commit.
+    A persist batch is ONE framed record whatever its number of groups: one crc covers the
+    batch, so a write cut short by a crash (SIGKILL can stop a write() at a page boundary)
+    loses the whole batch, never some of its groups;
+  * msgpack [kind, group, payload] (a msgpack array: first byte 0x93; rare records):
+      ENTRIES  [first_index, [encoded entry, ...]]   (read, no longer written)
+      HARD     encoded hard state                     (read, no longer written)
+      SNAP     [index, term]: a snapshot was installed: Raft's rule (keep the log after it if
+               it holds that index with that term, else drop it all) is applied at this point;
+      REMOVE   the group was removed: forget its log and hard state;
+      BATCH    (group 0) the records of one `append`, concatenated (one crc for all).
+  In both, entries at index <= the group's last index overwrite that suffix (Raft's
+  conflicting-suffix truncation).
 - Replay (`open`): segments in order, records in order, into per-group `MemLog`s and hard
   states. A short or bad-crc record at the end of the LAST segment is a torn write of a batch
   never reported durable: the file is truncated there. Anywhere else it is CorruptData.
@@ -42,13 +51,19 @@ import zlib
 import msgpack
 
 from raft.storage import entry_size
-from raft.types import Entry, HardState
+from raft.types import Entry, EntryType, HardState
 
 from . import codec
-from .errors import CorruptData, DiskFull, StorageError
+from .errors import CorruptData, DiskFull, InvalidInput, StorageError
 
 ENTRIES, HARD, SNAP, REMOVE, BATCH = 1, 2, 3, 4, 5
 _HEAD = struct.Struct("<II")
+FRAMED = 0x01  # first byte of a framed body (a msgpack body is an array: 0x90..0x9f, 0xdc..)
+_FRAMED_TAG = bytes([FRAMED])
+_F_ENTRIES = struct.Struct("<BQQI")  # kind, group, first index, count
+_F_ENTRY = struct.Struct("<QBI")  # term, entry type, data length (then the data)
+_F_ENTRIES_1 = struct.Struct("<BQQIQBI")  # _F_ENTRIES + _F_ENTRY: one entry, one pack
+_F_HARD = struct.Struct("<BQQQQ")  # kind, group, term, vote, commit
 DEFAULT_SEGMENT_BYTES = 64 << 20
 _MAX_RECORD = 1 << 30
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -115,17 +130,97 @@ class MemLog:
 
 
 def encode_record(kind: int, group: int, payload) -> bytes:
+    """A msgpack record (the rare kinds: SNAP, REMOVE, BATCH)."""
     body = msgpack.packb([kind, group, payload], use_bin_type=True)
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
+class Framer:
+    """Builds ONE framed record of entries and hard states (see the module docstring).
+    Raises InvalidInput for what the format cannot hold (an index, term or vote outside
+    u64, data that is not bytes); the caller then writes nothing."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list = [_FRAMED_TAG]
+
+    def __bool__(self) -> bool:
+        return len(self.parts) > 1
+
+    def entries(self, group: int, entries: list[Entry]) -> None:
+        parts = self.parts
+        try:
+            if len(entries) == 1:
+                e = entries[0]
+                parts.append(_F_ENTRIES_1.pack(ENTRIES, group, e.index, 1, e.term, e.type,
+                                               len(e.data)))
+                parts.append(e.data)
+                return
+            parts.append(_F_ENTRIES.pack(ENTRIES, group, entries[0].index, len(entries)))
+            pack = _F_ENTRY.pack
+            for e in entries:
+                parts.append(pack(e.term, e.type, len(e.data)))
+                parts.append(e.data)
+        except (struct.error, TypeError) as exc:
+            raise InvalidInput(f"group {group}: entries the WAL cannot hold: {exc}") from None
+
+    def hard_state(self, group: int, hs: HardState) -> None:
+        try:
+            self.parts.append(_F_HARD.pack(HARD, group, hs.term, hs.vote, hs.commit))
+        except (struct.error, TypeError) as exc:
+            raise InvalidInput(f"group {group}: a hard state the WAL cannot hold: {exc}"
+                               ) from None
+
+    def record(self) -> bytes:
+        try:
+            body = b"".join(self.parts)
+        except TypeError as exc:  # entry data that is not bytes-like
+            raise InvalidInput(f"entry data the WAL cannot hold: {exc}") from None
+        return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
 def entries_record(group: int, entries: list[Entry]) -> bytes:
-    return encode_record(ENTRIES, group, [entries[0].index,
-                                          [codec.encode_entry(e) for e in entries]])
+    f = Framer()
+    f.entries(group, entries)
+    return f.record()
 
 
 def hard_state_record(group: int, hs: HardState) -> bytes:
-    return encode_record(HARD, group, codec.encode_hard_state(hs))
+    f = Framer()
+    f.hard_state(group, hs)
+    return f.record()
+
+
+def _framed_items(body) -> list:
+    """The records of a framed body (its crc was good: any damage is corruption), as
+    (kind, group, payload) with payload = (first index, [Entry, ...]) or a HardState."""
+    out = []
+    pos, end = 1, len(body)
+    try:
+        while pos < end:
+            kind = body[pos]
+            if kind == ENTRIES:
+                _k, gid, first, count = _F_ENTRIES.unpack_from(body, pos)
+                pos += _F_ENTRIES.size
+                ents = []
+                for i in range(count):
+                    term, typ, n = _F_ENTRY.unpack_from(body, pos)
+                    pos += _F_ENTRY.size
+                    if pos + n > end:
+                        raise CorruptData("WAL: framed entry runs past its record")
+                    ents.append(Entry(term, first + i, EntryType(typ), body[pos:pos + n]))
+                    pos += n
+                out.append((ENTRIES, gid, ents))
+            elif kind == HARD:
+                _k, gid, term, vote, commit = _F_HARD.unpack_from(body, pos)
+                pos += _F_HARD.size
+                out.append((HARD, gid, HardState(term, vote, commit)))
+            else:
+                raise CorruptData(f"WAL: unknown framed item kind {kind}")
+    except (struct.error, ValueError) as exc:
+        raise CorruptData(f"WAL: bad framed record: {exc}") from None
+    return out
 
 
 def _read_records(path: str, last: bool):
@@ -148,12 +243,22 @@ def _read_records(path: str, last: bool):
             if not last:
                 raise CorruptData(f"WAL segment {path}: {bad} at offset {pos}")
             break
-        try:
-            out.append(msgpack.unpackb(body, raw=False))
-        except Exception as exc:  # a good crc over an undecodable body: not a torn write
-            raise CorruptData(f"WAL segment {path}: bad record at {pos}: {exc}") from None
+        out.append(_decode_body(body, f"WAL segment {path}: bad record at {pos}"))
         pos += _HEAD.size + n
     return out, pos, len(data)
+
+
+def _decode_body(body: bytes, where: str):
+    """A framed body as is (bytes), a msgpack one decoded to [kind, group, payload]."""
+    if body[:1] == _FRAMED_TAG:
+        return body
+    try:
+        rec = msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # a good crc over an undecodable body: not a torn write
+        raise CorruptData(f"{where}: {exc}") from None
+    if not isinstance(rec, list) or len(rec) != 3:
+        raise CorruptData(f"{where}: not a [kind, group, payload] record")
+    return rec
 
 
 def _parse_batch(data: bytes) -> list:
@@ -166,11 +271,8 @@ def _parse_batch(data: bytes) -> list:
         body = data[pos + _HEAD.size: pos + _HEAD.size + n]
         if len(body) != n or zlib.crc32(body) != crc:
             raise CorruptData("WAL: bad record inside a batch")
-        try:
-            rec = msgpack.unpackb(body, raw=False)
-        except Exception as exc:
-            raise CorruptData(f"WAL: bad record inside a batch: {exc}") from None
-        if rec[0] == BATCH:
+        rec = _decode_body(body, "WAL: bad record inside a batch")
+        if type(rec) is list and rec[0] == BATCH:
             raise CorruptData("WAL: nested batch")
         out.append(rec)
         pos += _HEAD.size + n
@@ -227,16 +329,27 @@ class Wal:
         return w
 
     def _replay(self, seq: int, rec) -> None:
+        if type(rec) is bytes:  # framed
+            for item in _framed_items(rec):
+                self._replay_item(seq, *item)
+            return
         kind, gid, payload = rec
         if kind == ENTRIES:
             first, raws = payload
-            ents = [codec.decode_entry(first + i, r) for i, r in enumerate(raws)]
+            payload = [codec.decode_entry(first + i, r) for i, r in enumerate(raws)]
+        elif kind == HARD:
+            payload = codec.decode_hard_state(payload)
+        self._replay_item(seq, kind, gid, payload)
+
+    def _replay_item(self, seq: int, kind: int, gid: int, payload) -> None:
+        if kind == ENTRIES:
+            ents = payload
             if ents:
                 self.logs.setdefault(gid, MemLog()).append(ents)
                 m = self._seg_max[seq]
                 m[gid] = max(m.get(gid, 0), ents[-1].index)
         elif kind == HARD:
-            self.hard[gid] = codec.decode_hard_state(payload)
+            self.hard[gid] = payload
         elif kind == SNAP:
             self.logs.setdefault(gid, MemLog()).apply_snapshot(*payload)
         elif kind == REMOVE:

@@ -68,8 +68,8 @@ from . import codec
 from .errors import CorruptData, DiskFull, StorageError, StoreClosed
 from .group import (CS_KEY, HS_KEY, OFFSET_KEY, SNAP_KEY, GroupState, entries_to_append,
                     group_prefix, load_group_meta)
-from .wal import DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, MemLog, Wal, encode_record, entries_record
-from .wal import hard_state_record
+from .wal import (DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, Framer, MemLog, Wal, encode_record,
+                  hard_state_record)
 
 CHECKPOINT_S = 1.0
 _HS, _CS, _SNAP, _OFFSET = HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY
@@ -217,36 +217,47 @@ def persist(store, batch) -> None:
 
         store._write(fn)  # durable: synced, then the SNAP records go to the WAL
     # validate everything first, so a bad write changes nothing
+    groups = store._groups
     pending: dict[int, GroupState] = {}
-    records: list[bytes] = []
+    framer = Framer()  # the whole batch is ONE framed record (one crc)
     maxes: dict[int, int] = {}
     appends: list = []
     hards: dict[int, HardState] = {}
     for w in batch:
         gid = w.group_id
-        st = pending.get(gid) or store._group_state(gid)
-        last, last_term, hs = st.last_index, st.last_term, st.hard_state
-        entries = entries_to_append(gid, w.entries, st)
+        st = pending.get(gid) or groups.get(gid) or store._group_state(gid)
+        entries, hs = w.entries, w.hard_state
         if entries:
-            records.append(entries_record(gid, entries))
-            appends.append((gid, st.offset_index, entries))
-            last, last_term = entries[-1].index, entries[-1].term
-            maxes[gid] = max(maxes.get(gid, 0), last)
-        if w.hard_state is not None and w.hard_state != hs:
-            hs = hards[gid] = w.hard_state
-            records.append(hard_state_record(gid, hs))
-        pending[gid] = GroupState(st.offset_index, st.offset_term, last, last_term, hs,
-                                  st.conf_state, st.snapshot, last)
-    _append(store, records, maxes)
-    with store._mem_lock:
-        for gid, offset, entries in appends:
-            ml = wal.logs.get(gid)
-            if ml is None:
-                ml = wal.logs[gid] = MemLog(offset + 1)
-            ml.append(entries)
-        wal.hard.update(hards)
-    with store._cache_lock:
-        store._groups.update(pending)
+            entries = entries_to_append(gid, entries, st)
+        if hs is not None and hs != st.hard_state:
+            framer.hard_state(gid, hs)  # (replay is order-free within a group's batch)
+            hards[gid] = hs
+        else:
+            hs = None
+        if not entries:
+            if hs is not None:
+                pending[gid] = st._replace(hard_state=hs)
+            continue
+        framer.entries(gid, entries)
+        appends.append((gid, st.offset_index, entries))
+        last = entries[-1].index
+        if last > maxes.get(gid, 0):
+            maxes[gid] = last
+        pending[gid] = GroupState(st.offset_index, st.offset_term, last, entries[-1].term,
+                                  hs or st.hard_state, st.conf_state, st.snapshot, last)
+    if framer:
+        _append(store, [framer.record()], maxes)
+    if appends or hards:
+        with store._mem_lock:
+            logs = wal.logs
+            for gid, offset, entries in appends:
+                ml = logs.get(gid)
+                if ml is None:
+                    ml = logs[gid] = MemLog(offset + 1)
+                ml.append(entries)
+            wal.hard.update(hards)
+        with store._cache_lock:
+            groups.update(pending)
     maybe_checkpoint(store)
 
 

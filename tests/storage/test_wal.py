@@ -285,3 +285,97 @@ def test_a_batch_cut_short_is_lost_whole(tmp_path):
     with open_wal_store(p) as s:
         assert [s.group(g).last_index() for g in (1, 2, 3)] == [2, 2, 2]
         assert [s.group(g).hard_state().commit for g in (1, 2, 3)] == [2, 2, 2]
+
+
+# -- the framed record format ---------------------------------------------------------------
+
+
+def _raw_record(body: bytes) -> bytes:
+    import struct
+    import zlib
+    return struct.pack("<II", len(body), zlib.crc32(body)) + body
+
+
+def test_one_persist_batch_is_one_framed_record_and_replays(tmp_path):
+    """Several groups, several entries (also of other types and empty data), hard-state-only
+    writes and two writes of one group in one batch: one record, and replay gives it back."""
+    from raft.types import EntryType
+    p = tmp_path / "s"
+    mixed = [Entry(4, 3, EntryType.CONF_CHANGE, b"\x00cc"), Entry(4, 4, data=b""),
+             Entry(5, 5, data=b"x" * 70_000)]
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 2), hard_state=HardState(4, 2, 1))])
+        before = os.path.getsize(os.path.join(p, "wal", wal_files(p)[-1]))
+        appends = s._wal.stats["appends"]
+        s.persist([GroupWrite(1, entries=mixed, hard_state=HardState(5, 2, 4)),
+                   GroupWrite(2, hard_state=HardState(9, 1, 0)),
+                   GroupWrite(3, entries=ents(1, 1, term=2)),
+                   GroupWrite(1, entries=ents(6, 6, term=5), hard_state=HardState(5, 2, 5)),
+                   GroupWrite(2 ** 63, entries=ents(1, 1, term=1))])
+        assert s._wal.stats["appends"] == appends + 1
+        seg = os.path.join(p, "wal", wal_files(p)[-1])
+        with open(seg, "rb") as f:
+            f.seek(before)
+            n = int.from_bytes(f.read(4), "little")
+            f.read(4)
+            assert f.read(1) == b"\x01"  # framed
+        assert os.path.getsize(seg) == before + 8 + n  # ONE record
+        want = {g: s.group(g).entries(s.group(g).first_index(), s.group(g).last_index() + 1)
+                for g in (1, 3, 2 ** 63)}
+    with open_wal_store(p) as s:
+        for g, es in want.items():
+            assert s.group(g).entries(s.group(g).first_index(), s.group(g).last_index() + 1) == es
+        assert s.group(1).entries(3, 7) == mixed + ents(6, 6, term=5)
+        assert s.group(1).hard_state() == HardState(5, 2, 5)
+        assert s.group(2).hard_state() == HardState(9, 1, 0)
+        assert s.group(2 ** 63).last_index() == 1
+        assert s.group(3).entries(1, 2) == ents(1, 1, term=2)
+
+
+def test_a_value_the_format_cannot_hold_is_refused_and_writes_nothing(tmp_path):
+    with open_wal_store(tmp_path / "s") as s:
+        s.persist([GroupWrite(1, entries=ents(1, 1))])
+        size = s._wal._size
+        with pytest.raises(InvalidInput):
+            s.persist([GroupWrite(2, entries=ents(1, 1)),
+                       GroupWrite(1, hard_state=HardState(2 ** 64, 0, 1))])
+        with pytest.raises(InvalidInput):
+            s.persist([GroupWrite(2, entries=[Entry(1, 1, data="not bytes")])])
+        assert s._wal._size == size
+        assert s.group(2).last_index() == 0 and s.group(1).hard_state() == HardState()
+        s.persist([GroupWrite(1, entries=ents(2, 2))])
+        assert s.group(1).last_index() == 2
+
+
+@pytest.mark.parametrize("body", [
+    b"\x01\x09" + bytes(30),  # unknown item kind
+    b"\x01\x02" + bytes(10),  # a hard state cut short
+    b"\x01\x01" + (1).to_bytes(8, "little") * 2 + (1).to_bytes(4, "little")
+    + (1).to_bytes(8, "little") + b"\x00" + (50).to_bytes(4, "little") + b"short",  # data
+    b"\x01\x01" + (1).to_bytes(8, "little") * 2 + (1).to_bytes(4, "little")
+    + (1).to_bytes(8, "little") + b"\x63" + (0).to_bytes(4, "little"),  # entry type 99
+])
+def test_a_malformed_framed_record_with_a_good_crc_is_corruption(tmp_path, body):
+    d = str(tmp_path / "w")
+    w = Wal.open(d, sync=False)
+    w.append([entries_record(1, ents(1, 2))], {1: 2})
+    w.append([_raw_record(body)], {})
+    w.close()
+    with pytest.raises(CorruptData):
+        Wal.open(d, sync=False)
+
+
+def test_msgpack_entries_and_hard_state_records_still_replay(tmp_path):
+    """The earlier record encoding of entries and hard states (msgpack) is still read."""
+    from storage import codec
+    from storage.wal import ENTRIES, HARD, encode_record
+    d = str(tmp_path / "w")
+    w = Wal.open(d, sync=False)
+    w.append([encode_record(ENTRIES, 1, [1, [codec.encode_entry(e) for e in ents(1, 3)]]),
+              encode_record(HARD, 1, codec.encode_hard_state(HardState(3, 1, 2)))], {1: 3})
+    w.append([entries_record(1, ents(3, 4, term=2))], {1: 4})
+    w.close()
+    w = Wal.open(d, sync=False)
+    assert w.logs[1].slice(1, 5, None) == ents(1, 2) + ents(3, 4, term=2)
+    assert w.hard[1] == HardState(3, 1, 2)
+    w.close()
