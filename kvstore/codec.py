@@ -26,6 +26,7 @@ from raft.types import (
 
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
 _ENTRY_TYPES = {int(t): t for t in EntryType}
+_INT_ONLY = {int}
 
 
 class CodecError(ValueError):
@@ -100,29 +101,20 @@ def encode_message(group: int, m: Message) -> list:
 
 def decode_message(x) -> tuple[int, Message]:
     """-> (group, message). Raises CodecError on any malformed input."""
-    if not isinstance(x, list) or len(x) != 13:
+    if type(x) is not list or len(x) != 13:
         raise CodecError("a raft message is a list of 13 items")
     group, typ, to, frm, term, log_term, index, ents, commit, reject, hint, snap, ctx = x
-    for v in (group, to, frm, term, log_term, index, commit, hint):
-        if type(v) is not int:
-            raise CodecError("integer field expected")
+    # one type check of the eight integers (bool is not int here: type(True) is bool)
+    if {type(group), type(to), type(frm), type(term), type(log_term), type(index),
+            type(commit), type(hint)} != _INT_ONLY:
+        raise CodecError("integer field expected")
     t = _MESSAGE_TYPES.get(typ)
     if t is None:
         raise CodecError(f"unknown message type {typ!r}")
     if type(reject) is not bool or type(ctx) is not bytes:
         raise CodecError("bad reject/context field")
-    msg = Message(
-        type=t,
-        to=to,
-        frm=frm,
-        term=term,
-        log_term=log_term,
-        index=index,
-        entries=decode_entries(ents) if ents else (),
-        commit=commit,
-        reject=reject,
-        reject_hint=hint,
-        snapshot=decode_snapshot(snap),
-        context=ctx,
-    )
-    return group, msg
+    # positional: Message(type, to, frm, term, log_term, index, entries, commit, reject,
+    # reject_hint, snapshot, context) - about half the cost of keywords
+    return group, Message(t, to, frm, term, log_term, index,
+                          decode_entries(ents) if ents else (), commit, reject, hint,
+                          decode_snapshot(snap) if snap is not None else None, ctx)

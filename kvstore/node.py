@@ -612,6 +612,7 @@ class Node:
         for peer in self.map.nodes:
             if peer != self.id:
                 self.transport.send(peer, item)
+        self.transport.flush()
 
     def _on_leaders(self, item) -> None:
         try:
@@ -771,6 +772,7 @@ class Node:
         if n:
             self.stats["turns"] += 1
             self.stats["readies"] += n
+        self.transport.flush()  # this turn's messages, one frame per peer, before any fsync
         self._start_job()
 
     def _mark_committed(self, ents: list[Entry]) -> None:
@@ -895,6 +897,7 @@ class Node:
                         self._start_snapshot(g, m)
                 else:
                     self._send(gid, m)
+        self.transport.flush()
 
     async def _storage_inline(self, batch, writes, persisted_msgs, applies, compacts):
         """The storage calls of a job on the loop's own thread: no thread hand-off (and no

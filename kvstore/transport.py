@@ -1,9 +1,12 @@
 """Node-to-node transport: one outbound connection per peer, batched frames, bounded queues.
 
 Theory of operation. The node loop calls `Transport.send(peer, item)` synchronously for every
-raft message of a turn; items queue per peer and the peer's sender task, woken once, takes
-everything queued and writes it as one frame (so all groups' messages to a peer in one turn
-share one syscall). The queue is bounded in items and bytes; when it is full, or while the
+raft message of a turn; items queue per peer, and at the end of the turn the loop calls
+`flush()`, which writes everything queued for a peer as one frame with one non-blocking
+`os.write` on the loop itself (so all groups' messages to a peer in one turn share one
+syscall, and no task is woken). Only what the socket does not take at once (or a peer whose
+sender is mid-send) is left to the peer's sender task, which is woken for it. Items queued
+without a flush go out with the next one (the loop turns at least every tick). The queue is bounded in items and bytes; when it is full, or while the
 peer is disconnected, items are dropped and counted — raft retransmits, and a dead or slow peer
 therefore never blocks the loop or grows memory. On connect the sender sends the handshake
 [["peer", {"id": self_id}]]; on failure it reconnects with capped exponential backoff and
@@ -68,8 +71,11 @@ class PeerSender:
         self.sent_frames = 0
         self.sent_items = 0
         self.stalls = 0
+        self.partial_writes = 0  # direct writes whose rest the sender task had to send
         self._send_since: float | None = None  # monotonic start of the send in progress
         self._conn_scope: trio.CancelScope | None = None
+        self._fd: int | None = None  # the connected socket, while the pump is parked on it
+        self._tail = b""  # what a direct write left unsent: the pump sends it first
 
     def send(self, item: list) -> None:
         if not self.connected:
@@ -81,7 +87,30 @@ class PeerSender:
             return
         self._queue.append((item, size))
         self._queued_bytes += size
-        self._wake.set()
+
+    def flush(self) -> None:
+        """Write the queue as one frame now, from the caller's task, if the socket takes it;
+        else (or for a partial write's rest) wake the sender task."""
+        if not self._queue:
+            return
+        fd = self._fd
+        if fd is None or self._tail:  # mid-send or not connected: the pump's job
+            self._wake.set()
+            return
+        while self._queue and not self._tail:
+            frame = self._encode(self._take_batch())
+            if frame is None:
+                continue
+            try:
+                n = os.write(fd, frame)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:  # the pump sees the broken connection on its next send
+                n = 0
+            if n < len(frame):
+                self._tail = memoryview(frame)[n:]
+                self.partial_writes += 1
+                self._wake.set()
 
     def _take_batch(self) -> list:
         batch = []
@@ -95,9 +124,21 @@ class PeerSender:
         return batch
 
     def _clear(self) -> None:
-        self.dropped += len(self._queue)
+        self.dropped += len(self._queue) + (1 if self._tail else 0)
         self._queue.clear()
         self._queued_bytes = 0
+        self._tail = b""
+
+    def _encode(self, batch: list) -> bytes | None:
+        try:
+            frame = encode_frame(batch)
+        except Exception as exc:  # an item we cannot encode is a bug: drop, keep going
+            log.error("cannot encode peer frame", extra={"peer": self.peer_id, "error": repr(exc)})
+            self.dropped += len(batch)
+            return None
+        self.sent_frames += 1
+        self.sent_items += len(batch)
+        return frame
 
     async def run(self) -> None:
         host, port = split_addr(self.addr)
@@ -142,27 +183,24 @@ class PeerSender:
 
     async def _pump(self, stream: trio.SocketStream) -> None:
         fd = stream.socket.fileno()
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-            batch = self._take_batch()
-            try:
-                frame = encode_frame(batch)
-            except Exception as exc:  # an item we cannot encode is a bug: drop, keep going
-                log.error("cannot encode peer frame", extra={"peer": self.peer_id, "error": repr(exc)})
-                self.dropped += len(batch)
-                continue
-            try:
-                n = os.write(fd, frame)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            if n < len(frame):  # only a send that must wait can stall: the watchdog cuts it
-                self._send_since = time.monotonic()
-                await stream.send_all(memoryview(frame)[n:])
-                self._send_since = None
-            self.sent_frames += 1
-            self.sent_items += len(batch)
+        try:
+            while True:
+                if self._tail:  # a frame's rest: in order, before anything queued after it
+                    self._fd = None
+                    self._send_since = time.monotonic()  # a send that must wait can stall
+                    await stream.send_all(self._tail)
+                    self._send_since = None
+                    self._tail = b""
+                    continue
+                if not self._queue:
+                    self._fd = fd  # parked: flush() may write directly
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                self._fd = fd
+                self.flush()  # leaves any rest in _tail
+        finally:
+            self._fd = None
 
 
 class Transport:
@@ -178,6 +216,12 @@ class Transport:
         s = self.senders.get(peer)
         if s is not None:
             s.send(item)
+
+    def flush(self) -> None:
+        """Put what `send` queued on the wire (see the module docstring)."""
+        for s in self.senders.values():
+            if s._queue:
+                s.flush()
 
     def is_connected(self, peer: int) -> bool:
         s = self.senders.get(peer)
@@ -202,6 +246,7 @@ class Transport:
                 "connected": s.connected,
                 "dropped": s.dropped,
                 "stalls": s.stalls,
+                "partial_writes": s.partial_writes,
                 "sent_frames": s.sent_frames,
                 "sent_items": s.sent_items,
                 "queued": len(s._queue),

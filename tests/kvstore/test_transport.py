@@ -1,5 +1,6 @@
-"""The peer transport against real loopback sockets: batching, the handshake, a dead peer, and a
-peer that stops reading (the watchdog must cut the stalled send and the sender reconnect)."""
+"""The peer transport against real loopback sockets: batching, the handshake, direct writes whose
+rest the sender task finishes in order, a dead peer, and a peer that stops reading (the
+watchdog must cut the stalled send and the sender reconnect)."""
 
 from __future__ import annotations
 
@@ -49,11 +50,39 @@ def test_items_arrive_batched_after_the_handshake():
             await _until(lambda: t.is_connected(2))
             for i in range(100):
                 t.send(2, [7, i, b"x"])
+            t.flush()
             await _until(lambda: sum(len(f) for f in received) >= 101)
             assert received[0] == [["peer", {"id": 1}]]
             items = [it for f in received[1:] for it in f]
             assert items == [[7, i, b"x"] for i in range(100)]
-            assert len(received) - 1 < 100  # one turn's items share frames
+            assert len(received) == 2  # one flush: one frame
+            assert t.statistics()[2]["sent_frames"] == 1
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_frames_larger_than_the_socket_takes_arrive_whole_and_in_order():
+    """A direct write the socket takes only part of leaves the rest to the sender task; items
+    flushed meanwhile follow it, never overtake it."""
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, _acc = await _serve(received, n)
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            big = b"z" * 50_000
+            for burst in range(4):  # 2.5 MB a burst: more than a socket buffer takes at once
+                for i in range(50):
+                    t.send(2, [burst, i, big])
+                t.flush()
+            await _until(lambda: sum(len(f) for f in received) >= 201, timeout=10)
+            items = [(it[0], it[1]) for f in received[1:] for it in f]
+            assert items == [(b, i) for b in range(4) for i in range(50)]
+            assert all(it[2] == big for f in received[1:] for it in f)
+            assert t.statistics()[2]["dropped"] == 0
+            assert t.statistics()[2]["partial_writes"] >= 1  # the sender task's path was taken
             n.cancel_scope.cancel()
 
     trio.run(main)
@@ -71,6 +100,7 @@ def test_a_dead_peer_drops_items_and_is_reported():
             n.start_soon(t.run)
             await _until(lambda: unreachable)
             t.send(2, [1, 2, 3])
+            t.flush()
             assert t.statistics()[2]["dropped"] >= 1
             assert not t.is_connected(2)
             n.cancel_scope.cancel()
@@ -93,6 +123,7 @@ def test_a_peer_that_stops_reading_is_cut_by_the_watchdog(monkeypatch):
             item = [0] * 7 + [[1, 1, 0, big]] + [0] * 5  # shaped like an encoded raft message
             for _ in range(400):  # 24 MB: more than the socket buffers hold, so a send blocks
                 t.send(2, item)
+            t.flush()
             await _until(lambda: t.statistics()[2]["stalls"] >= 1)
             # the stalled connection was closed and a new one opened
             await _until(lambda: len(accepted) >= 2 and t.is_connected(2))

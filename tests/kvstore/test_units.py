@@ -36,6 +36,8 @@ def test_raft_messages_round_trip(group, msg):
     [1, 1, 1, 1, 1, 1, 1, [1, 2, 3], 1, False, 0, None, b""],
     [1, 1, 1, 1, 1, 1, 1, [], 1, False, 0, [1, 2], b""],
     [1, 1, 1, 1, 1, 1, 1, [], 1, "no", 0, None, b""],
+    [1, 1, True, 1, 1, 1, 1, [], 1, False, 0, None, b""],  # a bool is no node id
+    [1, 1, 1, 1, 1, 1, 1.5, [], 1, False, 0, None, b""],
 ])
 def test_malformed_raft_messages_are_codec_errors(bad):
     with pytest.raises(codec.CodecError):
