@@ -4,13 +4,17 @@ Each record starts with a format version byte (`FORMAT`), then:
 - a Raft log entry: struct `>QB` (term, entry type) followed by the raw entry data (a fixed
   header rather than msgpack so that `term(i)` needs no decoding of the payload);
 - everything else: msgpack of a small list (hard state, conf state, snapshot record, apply
-  state, session row, node metadata, commands, snapshot chunks).
+  state, session row, node metadata, commands, snapshot chunks);
+except the two records written on every apply, which are a struct `>QQQ` after the format
+byte `STRUCT_FORMAT` when their fields fit: the apply state (bucket, applied index, last
+version) and a session row whose result is an int (last seq, result, last ts).
 Decoding an unknown version raises `CorruptData`, so a future format is never misread.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 
 import msgpack
 
@@ -25,8 +29,19 @@ _V = bytes([FORMAT])
 _ENTRY_HEAD = struct.Struct(">BQB")
 
 
+class _Packers(threading.local):
+    """One msgpack Packer per thread: `msgpack.packb` builds a new Packer on every call,
+    which costs more than packing a small list."""
+
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+
+
+_packers = _Packers()
+
+
 def pack(obj) -> bytes:
-    return _V + msgpack.packb(obj, use_bin_type=True)
+    return _V + _packers.pack(obj)
 
 
 def unpack(raw) -> object:
@@ -105,18 +120,48 @@ def decode_snapshot(raw) -> Snapshot:
 # -- apply state and sessions ---------------------------------------------------------------
 
 
+# The apply state and the common session row (an int result: a Put's version) are fixed
+# structs after their own format byte (STRUCT_FORMAT): they are written once per group and
+# per command on every apply. Other values (out of range, a tuple result) use msgpack.
+STRUCT_FORMAT = 2
+_STRUCT3 = struct.Struct(">BQQQ")
+_U64_MAX = (1 << 64) - 1
+_SESSION_U64 = struct.Struct(">BQ")
+
+
 def encode_apply_state(bucket: int, applied: int, last_version: int) -> bytes:
+    if 0 <= bucket <= _U64_MAX and 0 <= applied <= _U64_MAX and 0 <= last_version <= _U64_MAX:
+        return _STRUCT3.pack(STRUCT_FORMAT, bucket, applied, last_version)
     return pack([bucket, applied, last_version])
 
 
 def decode_apply_state(raw) -> tuple[int, int, int]:
+    if raw and raw[0] == STRUCT_FORMAT:
+        return _unpack3(raw)
     bucket, applied, version = unpack(raw)
     return bucket, applied, version
 
 
+def _unpack3(raw) -> tuple[int, int, int]:
+    try:
+        _f, a, b, c = _STRUCT3.unpack(raw)
+    except struct.error as exc:
+        raise CorruptData(f"malformed record: {exc}") from None
+    return a, b, c
+
+
 def encode_session_key(session) -> bytes:
+    """msgpack of the session id; an int in u64 range always as msgpack's 9-byte uint64 form
+    (one struct pack: cheaper than msgpack, and still one encoding per id)."""
+    if type(session) is int and 0 <= session <= _U64_MAX:
+        return _SESSION_U64.pack(0xCF, session)
     if isinstance(session, bool) or not isinstance(session, (int, bytes)):
         raise InvalidInput(f"session must be int or bytes, not {type(session).__name__}")
+    if isinstance(session, int):
+        if 0 <= session <= _U64_MAX:  # an int subclass
+            return _SESSION_U64.pack(0xCF, int(session))
+        if session < -(1 << 63) or session > _U64_MAX:
+            raise InvalidInput(f"session id {session} is out of range")
     return msgpack.packb(session, use_bin_type=True)
 
 
@@ -132,10 +177,15 @@ def result_from(obj):
 
 
 def encode_session(last_seq: int, result, last_ts: int) -> bytes:
+    if type(result) is int and type(last_seq) is int and 0 <= last_seq <= _U64_MAX \
+            and 0 <= result <= _U64_MAX and 0 <= last_ts <= _U64_MAX:
+        return _STRUCT3.pack(STRUCT_FORMAT, last_seq, result, last_ts)
     return pack([last_seq, result_obj(result), last_ts])
 
 
 def decode_session(raw) -> tuple[int, object, int]:
+    if raw and raw[0] == STRUCT_FORMAT:
+        return _unpack3(raw)
     seq, result, ts = unpack(raw)
     return seq, result_from(result), ts
 

@@ -16,11 +16,19 @@ Theory of operation
 
 from __future__ import annotations
 
+import struct
+
+from client.wire import MAX_VALUE_BYTES
+
 from . import codec, keys
 from .commands import Batch, Cas, Delete, Noop, Put, Rejected, Stale
 from .errors import InvalidInput
 
 SESSION_TTL_NS = 3600 * 10**9  # one hour of log time (timestamps are nanoseconds)
+_U64_MAX = (1 << 64) - 1
+_SESSION_U64 = struct.Struct(">BQ")  # codec.encode_session_key of an int in u64 range
+_BUCKET = struct.Struct(">I")  # keys.bucket_prefix
+_TERM_INV = struct.Struct(">HQ")  # keys.TERMINATOR + keys.inv(version)
 
 
 def newest(cursor, stem: bytes, as_of: int | None):
@@ -35,23 +43,65 @@ def newest(cursor, stem: bytes, as_of: int | None):
 
 
 class Applier:
-    """Applies the commands of one group inside a write transaction."""
+    """Applies commands inside a write transaction: one object per transaction, `start`ed
+    for each group in turn (the hot path of a node's job: a Put with a session, see `run`)."""
 
     __slots__ = ("txn", "data", "sessions", "gprefix", "bucket", "last_version", "ttl",
-                 "_cursor")
+                 "_cursor", "_bprefix")
 
-    def __init__(self, txn, data_db, sessions_db, gprefix: bytes, bucket: int,
-                 last_version: int, ttl: int) -> None:
+    def __init__(self, txn, data_db, sessions_db, gprefix: bytes = b"", bucket: int = 0,
+                 last_version: int = 0, ttl: int = SESSION_TTL_NS) -> None:
         self.txn = txn
         self.data = data_db
         self.sessions = sessions_db
+        self.ttl = ttl
+        self._cursor = None  # made when a Delete or Cas needs one
+        self.start(gprefix, bucket, last_version)
+
+    def start(self, gprefix: bytes, bucket: int, last_version: int) -> None:
+        """Apply the next commands to group `gprefix`'s sessions and `bucket`'s data."""
         self.gprefix = gprefix
         self.bucket = bucket
+        # (None for a bucket outside u32: only the general path then, which raises)
+        self._bprefix = (_BUCKET.pack(bucket) if type(bucket) is int and 0 <= bucket <= 0xFFFFFFFF
+                         else None)
         self.last_version = last_version
-        self.ttl = ttl
-        self._cursor = txn.cursor(db=data_db)
 
     def run(self, cmd):
+        if type(cmd) is Put:
+            # The common case, inline: a Put whose fields are well formed (anything else takes
+            # the general path below, which gives the precise Rejected).
+            key, value, ts, session, seq = cmd.key, cmd.value, cmd.ts, cmd.session, cmd.seq
+            if type(key) is bytes and type(value) is bytes and type(ts) is int \
+                    and len(value) <= MAX_VALUE_BYTES and 0 <= ts < keys.MAX_VERSION:
+                esc = key.replace(b"\x00", b"\x00\xff")  # keys.escape
+                if len(esc) <= keys.INLINE_BYTES and type(session) is int \
+                        and 0 <= session <= _U64_MAX and self._bprefix is not None:
+                    return self._put_inline(esc, value, ts, session, seq)
+        return self._run(cmd)
+
+    def _put_inline(self, esc: bytes, value: bytes, ts: int, session: int, seq):
+        """A Put of a short, valid key with an int session (the session row is read and
+        written as in `_run`)."""
+        lv = self.last_version
+        txn = self.txn
+        skey = self.gprefix + _SESSION_U64.pack(0xCF, session)
+        row = txn.get(skey, db=self.sessions)
+        if row is not None:
+            last_seq, result, last_ts = codec.decode_session(row)
+            if last_ts + self.ttl >= (ts if ts > lv else lv):  # not expired
+                if seq == last_seq:
+                    return result
+                if seq < last_seq:
+                    return Stale(seq, last_seq)
+        v = ts if ts > lv else lv + 1
+        self.last_version = v
+        txn.put(self._bprefix + esc + _TERM_INV.pack(1, keys.MAX_VERSION - v),
+                b"\x01" + value, db=self.data)  # keys.encode_value of an inline key
+        txn.put(skey, codec.encode_session(seq, v, v), db=self.sessions)
+        return v
+
+    def _run(self, cmd):
         if isinstance(cmd, Noop) or cmd is None:
             return None
         if isinstance(cmd, Rejected):
@@ -96,6 +146,8 @@ class Applier:
             v = self._next_version(cmd.ts)
             self.txn.put(stem + keys.inv(v), keys.encode_value(cmd.key, cmd.value), db=self.data)
             return v
+        if self._cursor is None:
+            self._cursor = self.txn.cursor(db=self.data)
         cur = newest(self._cursor, stem, None)
         live = cur is not None and not keys.is_tombstone(cur[0])
         if isinstance(cmd, Delete):

@@ -53,6 +53,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 
@@ -106,8 +107,7 @@ class GcProgress:
         return self.cursor is None
 
 
-@dataclass(slots=True, frozen=True)
-class ApplyState:
+class ApplyState(NamedTuple):  # a tuple: cheap to build once per group per apply
     bucket: int
     applied_index: int
     last_version: int
@@ -1023,29 +1023,39 @@ class NodeStore:
         pending: dict[int, ApplyState] = {}
         confs: dict[int, ConfState] = {}
         out = []
+        applies = self._applies
+        db_apply = self._db_apply
+        applier = mvcc.Applier(txn, self._db_data, self._db_sessions, ttl=self.session_ttl)
+        run = applier.run
+        ops = 0
         for ga in batch:
             gid = ga.group_id
-            st = pending.get(gid) or self._applies.get(gid) or self._load_apply(txn, gid)
+            st = pending.get(gid) or applies.get(gid) or self._load_apply(txn, gid)
             floor = self._group_in(txn, gid, groups).snapshot.metadata.index
-            if st.applied_index < floor:  # a Raft snapshot (e.g. bootstrap) covers these
-                st = ApplyState(ga.bucket, floor, st.last_version)
-            gp = group_prefix(gid)
-            applier = mvcc.Applier(txn, self._db_data, self._db_sessions, gp, ga.bucket,
-                                   st.last_version, self.session_ttl)
-            base = ga.applied_index - len(ga.commands) + 1
-            results = []
-            for i, cmd in enumerate(ga.commands):
-                results.append(applier.run(cmd) if base + i > st.applied_index else None)
+            applied = st.applied_index
+            if applied < floor:  # a Raft snapshot (e.g. bootstrap) covers these
+                applied = floor
+            gp = _U64.pack(gid)  # group_prefix
+            applier.start(gp, ga.bucket, st.last_version)
+            cmds = ga.commands
+            if ga.applied_index - len(cmds) >= applied:  # all new (the usual case)
+                results = [run(cmd) for cmd in cmds]
+            else:
+                base = ga.applied_index - len(cmds) + 1
+                results = [run(cmd) if base + i > applied else None
+                           for i, cmd in enumerate(cmds)]
             out.append(results)
-            self._dtxn_ops += len(results)
-            if ga.applied_index > st.applied_index:
+            ops += len(results)
+            if ga.applied_index > applied:
                 st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
-                txn.put(gp, codec.encode_apply_state(*_astuple(st)), db=self._db_apply)
+                txn.put(gp, codec.encode_apply_state(ga.bucket, ga.applied_index,
+                                                     applier.last_version), db=db_apply)
                 pending[gid] = st
                 if ga.conf_state is not None:
                     txn.put(gp + _CS, codec.encode_conf_state(ga.conf_state),
                             db=self._db_raft)
                     confs[gid] = ga.conf_state
+        self._dtxn_ops += ops
         cgroups = {gid: self._group_in(txn, gid, groups) for gid in confs}
 
         def publish():
@@ -1253,6 +1263,3 @@ def _check_ts(ts, what: str) -> int:
         raise InvalidInput(f"{what} must be an int timestamp, not {ts!r}")
     return min(ts, keys.MAX_VERSION)
 
-
-def _astuple(st: ApplyState) -> tuple[int, int, int]:
-    return st.bucket, st.applied_index, st.last_version
