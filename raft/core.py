@@ -37,7 +37,7 @@ from .confchange import apply_to_conf_state, check_conf_change, encode_conf_chan
 from .config import Config
 from .log import RaftLog
 from .progress import Progress, ProgressState
-from .storage import ENTRY_OVERHEAD, Storage
+from .storage import ENTRY_OVERHEAD, Storage, limit_size
 from .types import (
     NONE,
     Compacted,
@@ -373,8 +373,8 @@ class Raft:
 
     def step(self, m: Message) -> None:
         t = m.type
-        if t == SNAP_STATUS or t == UNREACHABLE or t == READ_INDEX:
-            pass  # local reports and forwarded reads carry no term
+        if m.term == self.term or t == SNAP_STATUS or t == UNREACHABLE or t == READ_INDEX:
+            pass  # our term (the usual case); local reports and forwarded reads carry none
         elif m.term > self.term:
             if t == VOTE or t == PRE_VOTE:
                 in_lease = (self.cfg.check_quorum and self.lead != NONE
@@ -471,8 +471,8 @@ class Raft:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
-            self.msgs_after_persist.append(Message(APP_RESP, m.frm, self.id, self.term,
-                                                   index=last_new))
+            self.msgs_after_persist.append(Message(APP_RESP, m.frm, self.id, self.term, 0,
+                                                   last_new))
             return
         # Fast backtracking: tell the leader the last index whose term is <= the term it
         # assumed at m.index, so it skips a whole diverged term per round trip.
@@ -562,12 +562,15 @@ class Raft:
                 pr.become_probe()
                 pr.become_replicate()
         else:
-            pr.free_inflights_to(m.index)
+            inflights = pr.inflights
+            if inflights and inflights[0] <= m.index:
+                pr.free_inflights_to(m.index)
         if self.maybe_commit() and self.cfg.bcast_commit:
             self.need_bcast = True  # followers learn the new commit index in this turn's flush
         # Keep the pipeline full: send what the freed window allows (bounded: each send
         # advances `next` until nothing is left, fills the window, or pauses a probe).
-        while self.send_append(m.frm, send_if_empty=False):
+        log = self.log
+        while pr.next < log.offset + len(log.ents) and self.send_append(m.frm, False):
             pass
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.frm)
@@ -621,21 +624,31 @@ class Raft:
     def send_append(self, to: int, send_if_empty: bool = True) -> bool:
         pr = self.prs[to]
         log = self.log
-        if not send_if_empty and pr.next > log.offset + len(log.ents) - 1:
+        nxt = pr.next
+        offset = log.offset
+        unstable = log.ents
+        last = offset + len(unstable) - 1
+        if not send_if_empty and nxt > last:
             return False  # nothing new to send (cheap exit for the pipelining loops)
         if pr.is_paused():
             return False
-        prev = pr.next - 1
+        prev = nxt - 1
         try:
             prev_term = log.term(prev)
-            ents = log.entries(pr.next, log.last_index() + 1, self.max_msg_size)
+            if offset <= nxt <= last:
+                # the usual case: only new (unstable) entries to send, straight from memory
+                ents = tuple(unstable[nxt - offset :])
+                if len(ents) > 1:
+                    ents = tuple(limit_size(ents, self.max_msg_size))
+            else:
+                ents = tuple(log.entries(nxt, last + 1, self.max_msg_size))
         except Compacted:
             return self._send_snapshot(to, pr)
         except Unavailable:
             return False
         if not ents and not send_if_empty:
             return False
-        self.msgs.append(Message(APP, to, self.id, self.term, prev_term, prev, tuple(ents),
+        self.msgs.append(Message(APP, to, self.id, self.term, prev_term, prev, ents,
                                  log.committed))
         pr.sent_entries(len(ents), ents[-1].index if ents else prev)
         return True
@@ -658,9 +671,10 @@ class Raft:
         least an empty append carrying the commit index."""
         self.need_bcast = False
         send_append = self.send_append
-        for node in self.prs:
+        log = self.log
+        for node, pr in self.prs.items():
             if node != self.id and send_append(node):
-                while send_append(node, send_if_empty=False):
+                while pr.next < log.offset + len(log.ents) and send_append(node, False):
                     pass
 
     def flush(self) -> None:

@@ -118,6 +118,8 @@ class RaftLog:
             # all in memory (the hot path: committed entries, appends to followers); cached
             # entries are above the applied index, so never compacted
             if hi <= offset:
+                if hi - lo == 1:
+                    return [cache[j]]
                 return limit_size(cache[j : j + hi - lo], max_bytes)
             if lo >= offset:
                 return limit_size(self.ents[lo - offset : hi - offset], max_bytes)
@@ -208,12 +210,17 @@ class RaftLog:
         """A follower's AppendEntries: None if the log does not contain (index, log_term);
         else append the new entries (after the conflict point) and return the last index
         known to match the leader's."""
-        if not self.match_term(index, log_term):
+        try:
+            if self.term(index) != log_term:
+                return None
+        except (Compacted, Unavailable):
             return None
         last_new = index + len(entries)
         if entries:
-            last = self.last_index()
-            if entries[0].index > last:
+            last = self.offset + len(self.ents) - 1
+            if index == last and index >= self.committed:
+                self.ents.extend(entries)  # right after our last entry (the usual case)
+            elif entries[0].index > last:
                 self.append(list(entries))
             else:
                 conflict = 0
@@ -226,7 +233,8 @@ class RaftLog:
                         raise AssertionError(
                             f"entry {conflict} conflicts with committed {self.committed}")
                     self.append(list(entries[conflict - entries[0].index :]))
-        self.commit_to(min(committed, last_new))
+        if committed > self.committed and last_new > self.committed:
+            self.commit_to(committed if committed < last_new else last_new)
         return last_new
 
     def commit_to(self, index: int) -> None:
@@ -246,12 +254,19 @@ class RaftLog:
         j = index - offset
         if j >= len(self.ents) or self.ents[j].term != term:
             return
-        self.cache.extend(self.ents[: j + 1])
-        del self.ents[: j + 1]
+        ents = self.ents
+        cache = self.cache
+        if j == len(ents) - 1:
+            cache.extend(ents)  # all of them (the usual case)
+            ents.clear()
+        else:
+            cache.extend(ents[: j + 1])
+            del ents[: j + 1]
         self.offset = index + 1
-        self._trim_cache()
-        if self.in_progress < self.offset:
-            self.in_progress = self.offset
+        if self.applied >= index + 1 - len(cache) or len(cache) > CACHE_MAX:
+            self._trim_cache()
+        if self.in_progress <= index:
+            self.in_progress = index + 1
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.snapshot is not None and self.snapshot.metadata.index == index:
@@ -310,7 +325,9 @@ class RaftLog:
             self.applied = index
         if self.applying < index:
             self.applying = index
-        self._trim_cache()
+        cache = self.cache
+        if cache and (self.applied >= self.offset - len(cache) or len(cache) > CACHE_MAX):
+            self._trim_cache()
 
     def _trim_cache(self) -> None:
         """Forget cached entries that are applied (a slow follower reads them from storage),

@@ -64,20 +64,21 @@ _LEADER = Role.LEADER
 
 def _check_message(m: Message) -> None:
     """Cheap shape checks, so that a bad peer gets an error instead of corrupting state."""
-    if m.type not in _MESSAGE_TYPES:
-        raise MalformedMessage(f"unknown message type {m.type!r}")
+    t = m.type
+    if t not in _MESSAGE_TYPES:
+        raise MalformedMessage(f"unknown message type {t!r}")
     if m.frm <= 0 or m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
-        raise MalformedMessage(f"negative or missing field in {m.type!r} from {m.frm}")
+        raise MalformedMessage(f"negative or missing field in {t!r} from {m.frm}")
     ents = m.entries
     if ents:
-        if m.type != _APP:
+        if t != _APP:
             raise MalformedMessage(f"{m.type!r} carries entries")
         first, last = ents[0].index, ents[-1].index
         if first != m.index + 1 or last != m.index + len(ents):
             raise MalformedMessage(f"append at {m.index} carries entries {first}..{last}")
         if ents[0].term < m.log_term or ents[-1].term > m.term:
             raise MalformedMessage("append entries' terms out of order")
-    if m.type == _SNAP and (m.snapshot is None or m.snapshot.is_empty()):
+    elif t == _SNAP and (m.snapshot is None or m.snapshot.is_empty()):
         raise MalformedMessage("snapshot message without a snapshot")
 
 
@@ -273,7 +274,8 @@ class RawNode:
                 must_sync = True
             committed = []  # the snapshot must be applied first
         elif commit > log.applying:
-            committed = log.next_committed_entries(r.cfg.max_committed_size_per_ready)
+            committed = log.entries(log.applying + 1, commit + 1,
+                                    r.cfg.max_committed_size_per_ready)
             if committed:
                 log.applying = committed[-1].index
         else:
