@@ -9,28 +9,31 @@ queued by other tasks with plain synchronous calls and wake the loop. One turn o
    ONE entry (a storage `Batch` when several); issue ONE `read_index` per group for all reads
    queued in the turn; tick every group if a tick is due;
 2. collect the `Ready` of every group that has one and send its `messages` at once (all groups'
-   messages to one peer go out as one frame, see transport.py); a Ready that needs nothing from
-   storage (heartbeats, read states) is finished at once; the others go to the writer.
+   messages to one peer go out as one frame, written directly at the end of the turn, see
+   transport.py); a Ready that needs nothing from storage (heartbeats, read states) is
+   finished at once; the others form the turn's storage job.
 
-3. the loop hands every queued Ready to the writer task as ONE job; the writer persists all
-   their entries / hard states / snapshots and applies all their committed entries in ONE
-   `write_turn` (WAL log, the default: one WAL record and one fdatasync, the applies into the
-   store's deferred LMDB transaction, committed and synced every 100 ms; LMDB log: one
-   transaction, one commit, one fsync), answers the writes whose results that
-   produced just before the commit (see `_answer_early`), sends the `persisted_messages`
-   after it, and posts the results back. Committed entries that become known while a job
-   runs go with the next job;
+3. the job: ONE `write_turn` persists all their entries / hard states / snapshots and applies
+   all their committed entries (WAL log, the default: one WAL record and one fdatasync, the
+   applies into the store's deferred LMDB transaction, committed and synced every 100 ms;
+   LMDB log: one transaction, one commit, one fsync), answers the writes whose results that
+   produced just before the commit (see `_answer_early`), then sends the
+   `persisted_messages`. By default it runs right there, on the loop (see below); with
+   `--storage-thread` the writer task runs it on the writer thread while the loop keeps
+   turning, and Readies that queue meanwhile form the next job (the group commit);
 4. the loop answers the waiting writes, serves reads whose read index is applied, and
    `advance`s those groups.
 
-The loop task is the only one that touches a group; the writer only runs storage calls. Raft
-allows one outstanding Ready per group, so a group whose Ready is with the writer simply has no
+The loop task is the only one that touches a group; the storage job only runs storage calls.
+Raft allows one outstanding Ready per group, so a group whose Ready is in a job simply has no
 new Ready until then; the loop keeps stepping its messages and serving every other group.
-Readies that queue while the writer is busy form its next job: that is the group commit.
 
 Storage runs on the loop's own thread by default (`storage_thread=False`): on the shared
 2-core machine the worker-thread hand-off cost more CPU (GIL ping-pong, ~300 us per write)
-than the overlap bought; `--storage-thread` runs it in a worker thread instead.
+than the overlap bought; `--storage-thread` runs it in a worker thread instead. Moving only the
+WAL's fdatasync to a thread (the loop turning meanwhile) was measured too: the same writes/s,
+~14 % more CPU per write (more, smaller jobs), so the fsync stays inline. A job on the loop
+costs no task switch: the turn runs it and the next iteration finishes it.
 
 A write is answered only after it is applied, which is after it is committed, which needs a
 majority's durable persist: SIGKILL loses nothing acknowledged. Commit-only hard-state changes
@@ -159,7 +162,6 @@ class Group:
     snapshot_sending: set = field(default_factory=set)  # peers we are streaming to
     lazy_hs: HardState | None = None  # a commit-only hard state not yet written
     busy: bool = False  # its Ready is with the writer (not advanced yet)
-    durable_last: int = 0  # the last log index known to be on disk
 
 
 class Node:
@@ -188,7 +190,7 @@ class Node:
                       "dropped_peer_msgs": 0, "bad_peer_msgs": 0, "snapshots_sent": 0,
                       "snapshots_installed": 0, "compactions": 0,
                       "storage_ms": 0.0, "store_calls_ms": 0.0, "readies": 0,
-                      "absorbed": 0, "applied_early": 0, "writes_timed": 0, "write_queue_s": 0.0,
+                      "writes_timed": 0, "write_queue_s": 0.0,
                       "write_replicate_s": 0.0, "write_apply_s": 0.0}
         self._token = None
         self.port = None
@@ -202,7 +204,6 @@ class Node:
         self._touched: set = set()
         self._scan_all = True
         self._write_queue: list = []
-        self._early_applied: set = set()  # id() of queued Readies whose entries were applied
         self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
         self._job = None  # the batch the writer is working on
@@ -290,8 +291,7 @@ class Node:
         raw = raft.RawNode(rc, storage_view)
         bucket = META_BUCKET if gid == META_GROUP else bucket_of_group(gid)
         g = Group(gid=gid, bucket=bucket, voters=tuple(voters), raw=raw, applied=applied,
-                  commit=hs.commit, first_index=storage_view.first_index(), term=hs.term,
-                  durable_last=storage_view.last_index())
+                  commit=hs.commit, first_index=storage_view.first_index(), term=hs.term)
         self.groups[gid] = g
 
     def is_peer(self, node_id: int) -> bool:
@@ -314,7 +314,8 @@ class Node:
                 nursery.start_soon(self.transport.run)
                 nursery.start_soon(self._loop)
                 nursery.start_soon(self._ticker)
-                nursery.start_soon(self._writer)
+                if self.cfg.storage_thread:
+                    nursery.start_soon(self._writer)
                 log.info("serving", extra={"addr": self.map.nodes[self.id]})
                 task_status.started(self.port)
         finally:
@@ -824,33 +825,35 @@ class Node:
                 lg.lazy_hs = None
             self._lazy_groups.clear()
         persisted_msgs = [(g.gid, rd.persisted_messages) for g, rd, _w in batch if rd.persisted_messages]
-        early = self._early_applied
         applies = [(g, rd.committed_entries, self._group_apply(g, rd.committed_entries))
-                   for g, rd, _w in batch if rd.committed_entries and id(rd) not in early]
-        for _g, rd, _w in batch:
-            early.discard(id(rd))
+                   for g, rd, _w in batch if rd.committed_entries]
         if writes:
             self.stats["persists"] += 1
-        self._job = (batch, writes, persisted_msgs, applies, compacts)
-        self._writer_wake.set()
+        job = (batch, writes, persisted_msgs, applies, compacts)
+        if self.cfg.storage_thread:
+            self._job = job
+            self._writer_wake.set()
+            return
+        # on the loop's own thread: now, synchronously (this turn's messages are on the wire
+        # already, see _turn); the loop finishes the job at its next iteration
+        t0 = time.perf_counter()
+        self._done = (job, self._storage_inline(writes, persisted_msgs, applies, compacts))
+        self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
 
     async def _writer(self) -> None:
-        """The task that runs the storage calls of one job at a time (inline, or on the writer
-        thread) and posts the results back to the loop, which owns every group."""
+        """With `storage_thread`: the task that runs the storage calls of one job at a time
+        on the writer thread and posts the results back to the loop, which owns every group."""
         while True:
             if self._job is None:
                 self._writer_wake = trio.Event()
                 await self._writer_wake.wait()
                 continue
-            batch, writes, persisted_msgs, applies, compacts = job = self._job
+            _batch, writes, persisted_msgs, applies, compacts = job = self._job
             t0 = time.perf_counter()
-            if self.cfg.storage_thread:
-                if self._writer_thread is None:
-                    self._writer_thread = WriterThread()
-                results = await self._writer_thread.call(
-                    self._storage_work, writes, persisted_msgs, applies, compacts)
-            else:
-                results = await self._storage_inline(batch, writes, persisted_msgs, applies, compacts)
+            if self._writer_thread is None:
+                self._writer_thread = WriterThread()
+            results = await self._writer_thread.call(
+                self._storage_work, writes, persisted_msgs, applies, compacts)
             self.stats["storage_ms"] += (time.perf_counter() - t0) * 1000
             self._job = None
             self._done = (job, results)
@@ -858,12 +861,8 @@ class Node:
 
     def _finish_job(self) -> None:
         """In the loop: answer the writes, finish (serve reads, advance) the job's groups."""
-        (batch, writes, _pm, applies, compacts), results = self._done
+        (batch, _writes, _pm, applies, compacts), results = self._done
         self._done = None
-        for w in writes:
-            g = self.groups.get(w.group_id)
-            if g is not None and (w.entries or w.snapshot is not None):
-                g.durable_last = self.store.group(w.group_id).last_index()  # as persisted
         if results is not None:
             for (g, ents, ga), res in zip(applies, results):
                 self._on_applied(g, ents, ga, res)
@@ -899,45 +898,20 @@ class Node:
                     self._send(gid, m)
         self.transport.flush()
 
-    async def _storage_inline(self, batch, writes, persisted_msgs, applies, compacts):
+    def _storage_inline(self, writes, persisted_msgs, applies, compacts):
         """The storage calls of a job on the loop's own thread: no thread hand-off (and no
-        wait for the GIL to come back). With `write_turn` the job is one commit; its writes
-        are answered just before that commit (their entries are committed already), so a
-        write's reply waits for no fsync of the leader's apply. A store without it gets a
-        persist, then a yield (the peer senders put the persisted messages on the wire and
-        the loop takes in what arrived during the fsync; Readies that then need only an apply
-        join this job's apply), then an apply."""
-        store = self.store
-        write_turn = getattr(store, "write_turn", None)
-        if write_turn is not None:
-            # Let the peer senders put this turn's messages (a leader's appends) on the wire
-            # before the commit blocks the thread: the followers' persist then runs in
-            # parallel with ours instead of after it.
-            await trio.lowlevel.checkpoint()
-            # one transaction, one commit (one fsync) for the whole job; applies of Readies
-            # that arrive meanwhile go with the next job (also one commit) rather than cost
-            # this one a second commit
-            t0 = time.perf_counter()
-            answer = functools.partial(self._answer_early, applies) if self._pending else None
-            results = write_turn(writes, [a[2] for a in applies], answer)
-            self.stats["store_calls_ms"] += (time.perf_counter() - t0) * 1000
-            if persisted_msgs:
-                self._send_persisted(persisted_msgs)
-            self._compact(compacts)
-            return results if applies else None
-        # a store without write_turn: persist, then apply in a second transaction
-        if writes:
-            store.persist(writes)
-            if persisted_msgs:
-                self._send_persisted(persisted_msgs)
-            for _ in range(3):  # the server tasks read the sockets, then the loop turns
-                await trio.lowlevel.checkpoint()
-            self._absorb_apply_only(batch, applies)
-        elif persisted_msgs:
+        wait for the GIL to come back). The job is one `write_turn`; its writes are answered
+        just before the commit (their entries are committed already), so a write's reply
+        waits for no fsync of the leader's apply. The job's persisted messages go out after
+        it."""
+        t0 = time.perf_counter()
+        answer = functools.partial(self._answer_early, applies) if self._pending else None
+        results = self.store.write_turn(writes, [a[2] for a in applies], answer)
+        self.stats["store_calls_ms"] += (time.perf_counter() - t0) * 1000
+        if persisted_msgs:
             self._send_persisted(persisted_msgs)
-        results = store.apply([a[2] for a in applies]) if applies else None
         self._compact(compacts)
-        return results
+        return results if applies else None
 
     def _answer_early(self, applies: list, results: list) -> None:
         """Called by the store with a job's apply results just before its commit (and fsync):
@@ -966,32 +940,6 @@ class Node:
         for conn in conns:
             conn.flush_now()
         self.stats["answered_early"] = self.stats.get("answered_early", 0) + len(conns)
-
-    def _absorb_apply_only(self, batch: list, applies: list) -> None:
-        """Pull applies of queued Readies into the running job (see _storage_inline): a Ready
-        that needs no persist joins the job whole; one that also has entries to persist gets
-        its committed entries applied now if they are already on our disk (a leader's usual
-        case), and is persisted and advanced with the next job."""
-        if not self._write_queue:
-            return
-        keep = []
-        for item in self._write_queue:
-            g, rd, write = item
-            if write is not None:
-                keep.append(item)
-                ents = rd.committed_entries
-                if ents and id(rd) not in self._early_applied and ents[-1].index <= g.durable_last:
-                    applies.append((g, ents, self._group_apply(g, ents)))
-                    self._early_applied.add(id(rd))
-                    self.stats["applied_early"] += 1
-                continue
-            if rd.persisted_messages:  # nothing of this Ready to persist: send now
-                self._send_persisted([(g.gid, rd.persisted_messages)])
-                rd.persisted_messages = []
-            applies.append((g, rd.committed_entries, self._group_apply(g, rd.committed_entries)))
-            batch.append(item)
-            self.stats["absorbed"] += 1
-        self._write_queue = keep
 
     def _storage_work(self, writes, persisted_msgs, applies, compacts):
         """Runs in the worker thread: persist (one fsync), let the loop send, apply."""

@@ -170,7 +170,6 @@ class SnapshotTransfer:
         msg.snapshot = Snapshot(meta, msg.snapshot.data)
         g.applied = max(g.applied, meta.index)
         g.first_index = meta.index + 1
-        g.durable_last = self.node.store.group(g.gid).last_index()
         try:
             g.raw.step(msg)
         except raft.RaftError as exc:
