@@ -84,6 +84,10 @@ def entries_to_append(group_id: int, entries: list[Entry], st: GroupState) -> li
     """The part of `entries` that a persist must write onto a log in state `st`: entries at or
     below the compaction point are committed already and dropped; the rest must be contiguous
     and start no later than `st.last_index + 1` (InvalidInput otherwise)."""
+    if len(entries) == 1:  # the common case
+        i = entries[0].index
+        if st.offset_index < i <= st.last_index + 1:
+            return entries
     if entries and entries[0].index <= st.offset_index:
         entries = [e for e in entries if e.index > st.offset_index]
     if entries:

@@ -991,6 +991,12 @@ class NodeStore:
                 self._check_thread("a write_turn")
                 self._check_writable()
                 wal_store.persist(self, writes)
+                if not applies:  # nothing for LMDB (a deferred commit may be due, though)
+                    if self._dtxn is not None and threading.get_ident() == self._home:
+                        reason = self._commit_due()
+                        if reason is not None:
+                            self._commit_deferred(reason)
+                    return []
 
                 def fn_wal(txn):
                     out, publish = self._apply_in(txn, applies, {})

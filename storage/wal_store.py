@@ -199,7 +199,12 @@ def persist(store, batch) -> None:
     if store._wal_broken:
         raise StorageError("a WAL write failed earlier; reopen the store")
     wal = store._wal
-    if any(w.snapshot is not None or w.conf_state is not None for w in batch):
+    for w in batch:
+        if w.snapshot is not None or w.conf_state is not None:
+            break
+    else:
+        w = None
+    if w is not None:  # snapshots or conf states: their LMDB half first
         def fn(txn):
             pending: dict[int, GroupState] = {}
             for w in batch:
