@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from .confchange import apply_to_conf_state, check_conf_change, encode_conf_change
 from .config import Config
+from .fastinit import new_entry
 from .log import RaftLog
 from .progress import Progress, ProgressState
 from .storage import ENTRY_OVERHEAD, Storage, limit_size
@@ -716,7 +717,7 @@ class Raft:
         ents = log.ents  # the unstable tail ends at last_index: append in place (hot path)
         for data in datas:
             index += 1
-            ents.append(Entry(term, index, _NORMAL, data))
+            ents.append(new_entry(term, index, _NORMAL, data))
         self.need_bcast = True
 
     def propose_conf_change(self, change: ConfChange) -> int:

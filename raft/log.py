@@ -20,6 +20,9 @@ Layout (indexes grow to the right):
   memory instead of read back from storage. It is always the exact durable run
   [cache_start, offset) — a truncation or a snapshot drops what it replaces — so serving
   from it equals reading storage.
+- `stable_term` is the term of the entry at `offset - 1` (the last durable one) once known
+  (-1 before): a leader's next append names it as its predecessor, and once that entry is
+  applied and gone from `cache` it would otherwise be read from storage every time.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ CACHE_MAX = 4096  # stable entries kept in memory until applied (see `cache`)
 
 class RaftLog:
     __slots__ = ("storage", "ents", "offset", "in_progress", "snapshot", "snapshot_in_progress",
-                 "committed", "applied", "applying", "cache")
+                 "committed", "applied", "applying", "cache", "stable_term")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -42,6 +45,7 @@ class RaftLog:
         self.ents: list[Entry] = []
         self.cache: list[Entry] = []  # stable, not yet applied: indexes [offset - len, offset)
         self.offset = last + 1
+        self.stable_term = -1  # learnt on the first read of it
         self.in_progress = last + 1
         self.snapshot: Snapshot | None = None
         self.snapshot_in_progress = False
@@ -84,6 +88,11 @@ class RaftLog:
         j = index - offset + len(self.cache)
         if j >= 0:
             return self.cache[j].term
+        if index == offset - 1:
+            term = self.stable_term
+            if term < 0:
+                self.stable_term = term = self.storage.term(index)
+            return term
         return self.storage.term(index)
 
     def term_or_zero(self, index: int) -> int:
@@ -197,6 +206,7 @@ class RaftLog:
             else:
                 self.cache = []
             self.offset = after + 1
+            self.stable_term = -1
             self.in_progress = after + 1
             self.ents = list(entries)
         else:
@@ -263,6 +273,7 @@ class RaftLog:
             cache.extend(ents[: j + 1])
             del ents[: j + 1]
         self.offset = index + 1
+        self.stable_term = term
         if self.applied >= index + 1 - len(cache) or len(cache) > CACHE_MAX:
             self._trim_cache()
         if self.in_progress <= index:
@@ -282,6 +293,7 @@ class RaftLog:
         self.ents = []
         self.cache = []
         self.offset = index + 1
+        self.stable_term = snapshot.metadata.term
         self.in_progress = index + 1
 
     # -- handing out to the driver --

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from .config import Config
 from .confchange import decode_conf_change
 from .core import Raft
+from .fastinit import new_hard_state
 from .progress import ProgressState
 from .storage import Storage
 from .types import (
     NONE,
     ConfChange,
     ConfState,
-    HardState,
     Message,
     MessageType,
     RaftError,
@@ -254,9 +254,9 @@ class RawNode:
         must_sync = False
         if term != self._prev_term or vote != self._prev_vote:
             must_sync = True
-            hard = HardState(term, vote, commit)
+            hard = new_hard_state(term, vote, commit)
         elif commit != self._prev_commit:
-            hard = HardState(term, vote, commit)
+            hard = new_hard_state(term, vote, commit)
         ents = log.ents
         start = log.in_progress - log.offset
         if start < len(ents):
