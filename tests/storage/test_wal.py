@@ -29,6 +29,27 @@ def wal_files(path):
     return sorted(os.listdir(os.path.join(path, "wal")))
 
 
+def records_end(seg) -> int:
+    """Where a segment's records end (its file is zero-filled beyond, see wal.py)."""
+    with open(seg, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 8 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "little")
+        if n == 0:
+            break
+        pos += 8 + n
+    return pos
+
+
+def zero_out(seg, start: int, end: int) -> None:
+    """What a torn write leaves in a preallocated segment: the bytes never written are
+    still the zeros of the preallocation."""
+    with open(seg, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(end - start))
+
+
 def test_replay_after_reopen_equals_what_was_persisted(tmp_path):
     p = tmp_path / "s"
     with open_wal_store(p) as s:
@@ -67,15 +88,25 @@ def test_gap_and_bad_batches_change_nothing(tmp_path):
         assert s.group(2).last_index() == 0 and s.group(1).last_index() == 3
 
 
-def test_torn_tail_of_last_segment_is_truncated(tmp_path):
+@pytest.mark.parametrize("how", ["zeroed", "truncated", "garbage"])
+def test_torn_tail_of_last_segment_is_truncated(tmp_path, how):
     p = tmp_path / "s"
     with open_wal_store(p) as s:
         s.persist([GroupWrite(1, entries=ents(1, 3))])
         s.persist([GroupWrite(1, entries=ents(4, 4))])
     seg = os.path.join(p, "wal", wal_files(p)[-1])
-    size = os.path.getsize(seg)
-    with open(seg, "r+b") as f:  # cut the last record in half
-        f.truncate(size - 5)
+    end = records_end(seg)
+    assert os.path.getsize(seg) > end  # preallocated
+    if how == "zeroed":  # the end of the last record never reached the disk
+        zero_out(seg, end - 5, end)
+    elif how == "truncated":  # a file that was not preallocated, cut in the last record
+        with open(seg, "r+b") as f:
+            f.truncate(end - 5)
+    else:  # the last record's header lost, a later page of it written
+        zero_out(seg, end - 40, end)
+        with open(seg, "r+b") as f:
+            f.seek(end - 5)
+            f.write(b"\x07" * 5)
     with open_wal_store(p) as s:
         assert s.group(1).last_index() == 3
         s.persist([GroupWrite(1, entries=ents(4, 5, term=2))])
@@ -90,10 +121,11 @@ def test_bad_checksum_in_last_segment_tail_is_truncated(tmp_path):
     w.append([hard_state_record(1, HardState(1, 0, 2))], {})
     w.close()
     seg = os.path.join(d, sorted(os.listdir(d))[-1])
+    end = records_end(seg)
     with open(seg, "r+b") as f:
-        f.seek(-1, os.SEEK_END)
+        f.seek(end - 1)
         last = f.read(1)
-        f.seek(-1, os.SEEK_END)
+        f.seek(end - 1)
         f.write(bytes([last[0] ^ 0xFF]))
     w = Wal.open(d, sync=False)
     assert w.logs[1].last == 2 and 1 not in w.hard
@@ -279,9 +311,8 @@ def test_a_batch_cut_short_is_lost_whole(tmp_path):
         s.persist([GroupWrite(g, entries=ents(3, 40), hard_state=HardState(1, 0, 40))
                    for g in (1, 2, 3)])
     seg = os.path.join(p, "wal", wal_files(p)[-1])
-    size = os.path.getsize(seg)
-    with open(seg, "r+b") as f:
-        f.truncate(size - 100)  # groups 1 and 2 of the second batch are whole in the file
+    end = records_end(seg)
+    zero_out(seg, end - 100, end)  # groups 1 and 2 of the second batch are whole in the file
     with open_wal_store(p) as s:
         assert [s.group(g).last_index() for g in (1, 2, 3)] == [2, 2, 2]
         assert [s.group(g).hard_state().commit for g in (1, 2, 3)] == [2, 2, 2]
@@ -305,7 +336,7 @@ def test_one_persist_batch_is_one_framed_record_and_replays(tmp_path):
              Entry(5, 5, data=b"x" * 70_000)]
     with open_wal_store(p) as s:
         s.persist([GroupWrite(1, entries=ents(1, 2), hard_state=HardState(4, 2, 1))])
-        before = os.path.getsize(os.path.join(p, "wal", wal_files(p)[-1]))
+        before = records_end(os.path.join(p, "wal", wal_files(p)[-1]))
         appends = s._wal.stats["appends"]
         s.persist([GroupWrite(1, entries=mixed, hard_state=HardState(5, 2, 4)),
                    GroupWrite(2, hard_state=HardState(9, 1, 0)),
@@ -319,7 +350,7 @@ def test_one_persist_batch_is_one_framed_record_and_replays(tmp_path):
             n = int.from_bytes(f.read(4), "little")
             f.read(4)
             assert f.read(1) == b"\x01"  # framed
-        assert os.path.getsize(seg) == before + 8 + n  # ONE record
+        assert records_end(seg) == before + 8 + n  # ONE record
         want = {g: s.group(g).entries(s.group(g).first_index(), s.group(g).last_index() + 1)
                 for g in (1, 3, 2 ** 63)}
     with open_wal_store(p) as s:
@@ -379,3 +410,49 @@ def test_msgpack_entries_and_hard_state_records_still_replay(tmp_path):
     assert w.logs[1].slice(1, 5, None) == ents(1, 2) + ents(3, 4, term=2)
     assert w.hard[1] == HardState(3, 1, 2)
     w.close()
+
+
+# -- preallocated segments ------------------------------------------------------------------
+
+
+def test_segments_are_preallocated_and_writes_continue_at_the_records_end(tmp_path):
+    from storage.wal import PREALLOC_BYTES
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=ents(1, 1))])
+        seg = os.path.join(p, "wal", wal_files(p)[-1])
+        assert os.path.getsize(seg) == PREALLOC_BYTES
+    for i in range(2, 5):  # each reopen appends after the records, not after the zeros
+        with open_wal_store(p) as s:
+            s.persist([GroupWrite(1, entries=ents(i, i), hard_state=HardState(1, 0, i))])
+            assert os.path.getsize(seg) == PREALLOC_BYTES
+    big = b"x" * (PREALLOC_BYTES + 100)  # a record larger than the preallocation
+    with open_wal_store(p) as s:
+        s.persist([GroupWrite(1, entries=[Entry(1, 5, data=big)])])
+        s.persist([GroupWrite(1, entries=ents(6, 6))])
+        assert records_end(seg) <= os.path.getsize(seg)
+    with open_wal_store(p) as s:
+        g = s.group(1)
+        assert g.entries(1, 7) == ents(1, 4) + [Entry(1, 5, data=big)] + ents(6, 6)
+        assert g.hard_state() == HardState(1, 0, 4)
+
+
+def test_bytes_after_the_zero_tail_of_an_older_segment_are_corruption(tmp_path):
+    p = tmp_path / "s"
+    with open_wal_store(p) as s:
+        for i in range(1, 10):
+            s.persist([GroupWrite(1, entries=ents(i, i))])
+    with open_wal_store(p, wal_segment_bytes=100) as s:  # the next append starts a segment
+        s.persist([GroupWrite(1, entries=ents(10, 10))])
+    with open_wal_store(p, wal_segment_bytes=100) as s:  # (intact, it reopens)
+        assert s.group(1).entries(1, 11) == ents(1, 10)
+    files = wal_files(p)
+    assert len(files) >= 2
+    first = os.path.join(p, "wal", files[0])
+    end = records_end(first)
+    assert os.path.getsize(first) > end + 10
+    with open(first, "r+b") as f:
+        f.seek(end + 10)
+        f.write(b"\x01")
+    with pytest.raises(CorruptData):
+        open_wal_store(p, wal_segment_bytes=100)
