@@ -402,6 +402,11 @@ class Raft:
             return
         role = self.role
         if role == LEADER:
+            if t == APP_RESP:  # the usual message, dispatched here (as _step_leader would)
+                pr = self.prs.get(m.frm)
+                if pr is not None:
+                    self._handle_append_response(m, pr)
+                return
             self._step_leader(m)
         elif role == FOLLOWER:
             self._step_follower(m)
@@ -563,9 +568,10 @@ class Raft:
                 pr.become_probe()
                 pr.become_replicate()
         else:
-            inflights = pr.inflights
-            if inflights and inflights[0] <= m.index:
-                pr.free_inflights_to(m.index)
+            inflights = pr.inflights  # free_inflights_to, inline (once per acknowledgement)
+            index = m.index
+            while inflights and inflights[0] <= index:
+                inflights.popleft()
         if self.maybe_commit() and self.cfg.bcast_commit:
             self.need_bcast = True  # followers learn the new commit index in this turn's flush
         # Keep the pipeline full: send what the freed window allows (bounded: each send
@@ -636,11 +642,11 @@ class Raft:
         prev = nxt - 1
         try:
             prev_term = log.term(prev)
-            if offset <= nxt <= last:
-                # the usual case: only new (unstable) entries to send, straight from memory
-                ents = tuple(unstable[nxt - offset :])
-                if len(ents) > 1:
-                    ents = tuple(limit_size(ents, self.max_msg_size))
+            if nxt == last and nxt >= offset:
+                ents = (unstable[-1],)  # the usual case at low load: the one new entry
+            elif offset <= nxt <= last:
+                # only new (unstable) entries to send, straight from memory
+                ents = tuple(limit_size(unstable[nxt - offset :], self.max_msg_size))
             else:
                 ents = tuple(log.entries(nxt, last + 1, self.max_msg_size))
         except Compacted:

@@ -60,6 +60,7 @@ _SNAP = MessageType.SNAP
 _SNAP_STATUS = MessageType.SNAP_STATUS
 _UNREACHABLE = MessageType.UNREACHABLE
 _LEADER = Role.LEADER
+_FOLLOWER = Role.FOLLOWER
 
 
 def _check_message(m: Message) -> None:
@@ -320,7 +321,8 @@ class RawNode:
             log.applied_to(committed[-1].index)
             if r.uncommitted_size and r.role == _LEADER:
                 r.reduce_uncommitted_size(committed)
-        r.on_persisted(hard)
+        if r.role != _FOLLOWER or r.transfer_campaign_ticks:
+            r.on_persisted(hard)  # (it has nothing to do for a follower without a transfer)
 
     # -- introspection
 
