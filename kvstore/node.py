@@ -207,6 +207,7 @@ class Node:
         self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
         self._job = None  # the batch the writer is working on
+        self._delivered = None  # the applies of the job running now, once answered early
         self._done = None  # (job, results) the writer finished, for the loop to finish
         self._installs: list = []  # snapshot installs waiting for their group to be idle
         self._campaign_at_tick = None
@@ -864,8 +865,15 @@ class Node:
         (batch, _writes, _pm, applies, compacts), results = self._done
         self._done = None
         if results is not None:
-            for (g, ents, ga), res in zip(applies, results):
-                self._on_applied(g, ents, ga, res)
+            if self._delivered is not applies:  # not answered early
+                self._deliver(applies, results)
+            self._delivered = None
+            n = 0
+            for g, ents, _ga in applies:
+                if ents[-1].index > g.applied:
+                    g.applied = ents[-1].index
+                n += len(ents)
+            self.stats["applied_entries"] += n
         for g, index in compacts:
             g.first_index = max(g.first_index, index + 1)
             self.stats["compactions"] += 1
@@ -920,26 +928,36 @@ class Node:
         entries are applied again with the same results. Reads still wait for the commit
         (they are served only once `applied` moved, after it). The replies go on the wire at
         once, before the commit blocks this thread."""
-        pending = self._pending
-        conns = set()
-        for (g, ents, ga), res in zip(applies, results):
-            for e, cmd, r in zip(ents, ga.commands, res):
-                if r is None or len(e.data) <= 8:
-                    continue
-                waiters = pending.get(_PID.unpack_from(e.data)[0])
-                if not waiters:
-                    continue
-                if len(waiters) == 1 and not isinstance(cmd, Batch):
-                    rs = (r,)
-                else:
-                    rs = r if isinstance(r, list) else [r] * len(waiters)
-                for w, wr in zip(waiters, rs):
-                    if w is not None and not w.done:
-                        self._answer(w, wr, g)
-                        conns.add(w.conn)
+        conns: set = set()
+        self._deliver(applies, results, conns)
+        self._delivered = applies
         for conn in conns:
             conn.flush_now()
-        self.stats["answered_early"] = self.stats.get("answered_early", 0) + len(conns)
+
+    def _deliver(self, applies: list, results: list, conns: set | None = None) -> None:
+        """Answer the waiters of a job's applied entries (each once: their pids leave
+        `_pending`), noting their connections in `conns`; every result's version moves the
+        HLC, so this node never stamps a later write below a version it applied."""
+        pending = self._pending
+        for (g, ents, ga), res_list in zip(applies, results):
+            for e, cmd, res in zip(ents, ga.commands, res_list):
+                if res is None or len(e.data) <= 8:
+                    continue
+                pid = _PID.unpack_from(e.data)[0]
+                waiters = pending.pop(pid, None)
+                if waiters is None:
+                    self._observe(res)
+                    continue
+                g.pending_pids.discard(pid)
+                if len(waiters) == 1 and not isinstance(cmd, Batch):
+                    self._answer(waiters[0], res, g)
+                else:
+                    if not isinstance(res, list):
+                        res = [res] * len(waiters)
+                    for w, r in zip(waiters, res):
+                        self._answer(w, r, g)
+                if conns is not None:
+                    conns.update(w.conn for w in waiters if w is not None)
 
     def _storage_work(self, writes, persisted_msgs, applies, compacts):
         """Runs in the worker thread: persist (one fsync), let the loop send, apply."""
@@ -988,27 +1006,6 @@ class Node:
             else:
                 cmds.append(Noop(e.index))
         return GroupApply(g.gid, g.bucket, ents[-1].index, cmds)
-
-    def _on_applied(self, g: Group, ents: list[Entry], ga: GroupApply, results: list) -> None:
-        g.applied = max(g.applied, ents[-1].index)
-        self.stats["applied_entries"] += len(ents)
-        pending = self._pending
-        for e, cmd, res in zip(ents, ga.commands, results):
-            if len(e.data) <= 8 or res is None:
-                continue
-            pid = _PID.unpack_from(e.data)[0]
-            waiters = pending.pop(pid, None)
-            if waiters is None:
-                self._observe(res)
-                continue
-            g.pending_pids.discard(pid)
-            if len(waiters) == 1 and not isinstance(cmd, Batch):
-                self._answer(waiters[0], res, g)
-            else:
-                if not isinstance(res, list):
-                    res = [res] * len(waiters)
-                for w, r in zip(waiters, res):
-                    self._answer(w, r, g)
 
     def _observe(self, res) -> None:
         if isinstance(res, int):

@@ -14,6 +14,7 @@ This is a benchmark, not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import subprocess
@@ -72,12 +73,9 @@ async def run_workload(addrs, seconds, concurrency, clients, read_frac, keys, va
             lat.append(t - now)
             done_ops += 1
 
-    async with trio.open_nursery() as outer:
-        cs = []
-        for _ in range(clients):
-            c = AsyncClient(addrs, timeout=10.0, max_inflight=4096)
-            await c.__aenter__()
-            cs.append(c)
+    async with contextlib.AsyncExitStack() as stack:  # clients close in reverse order
+        cs = [await stack.enter_async_context(AsyncClient(addrs, timeout=10.0, max_inflight=4096))
+              for _ in range(clients)]
         # warm up: the map and connections
         for c in cs:
             for i in range(64):
@@ -91,9 +89,6 @@ async def run_workload(addrs, seconds, concurrency, clients, read_frac, keys, va
                 n.start_soon(worker, cs[w % clients], w)
         elapsed = time.perf_counter() - start
         client_cpu = time.process_time() - cpu0
-        for c in cs:
-            await c.__aexit__(None, None, None)
-        outer.cancel_scope.cancel()
     lat.sort()
     return {
         "ops": done_ops,
