@@ -28,7 +28,8 @@ SESSION_TTL_NS = 3600 * 10**9  # one hour of log time (timestamps are nanosecond
 _U64_MAX = (1 << 64) - 1
 _SESSION_U64 = struct.Struct(">BQ")  # codec.encode_session_key of an int in u64 range
 _BUCKET = struct.Struct(">I")  # keys.bucket_prefix
-_TERM_INV = struct.Struct(">HQ")  # keys.TERMINATOR + keys.inv(version)
+_TERM_INV = struct.Struct(">HQ")
+_SROW = struct.Struct(">BQQQ")  # codec.encode_session of an int result  # keys.TERMINATOR + keys.inv(version)
 
 
 def newest(cursor, stem: bytes, as_of: int | None):
@@ -69,37 +70,40 @@ class Applier:
 
     def run(self, cmd):
         if type(cmd) is Put:
-            # The common case, inline: a Put whose fields are well formed (anything else takes
-            # the general path below, which gives the precise Rejected).
+            # The common case, inline: a Put of a short, well-formed key and value with an
+            # int session (anything else takes the general path, `_run`, which gives the
+            # precise Rejected). The session row is read and written as `_run` does.
             key, value, ts, session, seq = cmd.key, cmd.value, cmd.ts, cmd.session, cmd.seq
             if type(key) is bytes and type(value) is bytes and type(ts) is int \
-                    and len(value) <= MAX_VALUE_BYTES and 0 <= ts < keys.MAX_VERSION:
+                    and len(value) <= MAX_VALUE_BYTES and 0 <= ts < keys.MAX_VERSION \
+                    and type(session) is int and 0 <= session <= _U64_MAX \
+                    and self._bprefix is not None:
                 esc = key.replace(b"\x00", b"\x00\xff")  # keys.escape
-                if len(esc) <= keys.INLINE_BYTES and type(session) is int \
-                        and 0 <= session <= _U64_MAX and self._bprefix is not None:
-                    return self._put_inline(esc, value, ts, session, seq)
+                if len(esc) <= keys.INLINE_BYTES:
+                    lv = self.last_version
+                    txn = self.txn
+                    skey = self.gprefix + _SESSION_U64.pack(0xCF, session)
+                    row = txn.get(skey, db=self.sessions)
+                    if row is not None:
+                        if len(row) == _SROW.size and row[0] == codec.STRUCT_FORMAT:
+                            _f, last_seq, result, last_ts = _SROW.unpack(row)
+                        else:
+                            last_seq, result, last_ts = codec.decode_session(row)
+                        if last_ts + self.ttl >= (ts if ts > lv else lv):  # not expired
+                            if seq == last_seq:
+                                return result
+                            if seq < last_seq:
+                                return Stale(seq, last_seq)
+                    v = ts if ts > lv else lv + 1
+                    self.last_version = v
+                    # keys.key_stem + keys.inv(v) -> keys.encode_value, of an inline key
+                    txn.put(self._bprefix + esc + _TERM_INV.pack(1, keys.MAX_VERSION - v),
+                            b"\x01" + value, db=self.data)
+                    txn.put(skey, _SROW.pack(codec.STRUCT_FORMAT, seq, v, v)
+                            if type(seq) is int and 0 <= seq <= _U64_MAX
+                            else codec.encode_session(seq, v, v), db=self.sessions)
+                    return v
         return self._run(cmd)
-
-    def _put_inline(self, esc: bytes, value: bytes, ts: int, session: int, seq):
-        """A Put of a short, valid key with an int session (the session row is read and
-        written as in `_run`)."""
-        lv = self.last_version
-        txn = self.txn
-        skey = self.gprefix + _SESSION_U64.pack(0xCF, session)
-        row = txn.get(skey, db=self.sessions)
-        if row is not None:
-            last_seq, result, last_ts = codec.decode_session(row)
-            if last_ts + self.ttl >= (ts if ts > lv else lv):  # not expired
-                if seq == last_seq:
-                    return result
-                if seq < last_seq:
-                    return Stale(seq, last_seq)
-        v = ts if ts > lv else lv + 1
-        self.last_version = v
-        txn.put(self._bprefix + esc + _TERM_INV.pack(1, keys.MAX_VERSION - v),
-                b"\x01" + value, db=self.data)  # keys.encode_value of an inline key
-        txn.put(skey, codec.encode_session(seq, v, v), db=self.sessions)
-        return v
 
     def _run(self, cmd):
         if isinstance(cmd, Noop) or cmd is None:

@@ -114,6 +114,7 @@ class ApplyState(NamedTuple):  # a tuple: cheap to build once per group per appl
 
 
 _NO_APPLY = ApplyState(0, 0, 0)
+_new_tuple = tuple.__new__  # ApplyState / GroupState without the NamedTuple's Python __new__
 
 
 def _disk_error(exc: lmdb.Error, path: str | None = None) -> StorageError | None:
@@ -1030,6 +1031,7 @@ class NodeStore:
         confs: dict[int, ConfState] = {}
         out = []
         applies = self._applies
+        cached = self._groups
         db_apply = self._db_apply
         applier = mvcc.Applier(txn, self._db_data, self._db_sessions, ttl=self.session_ttl)
         run = applier.run
@@ -1037,7 +1039,8 @@ class NodeStore:
         for ga in batch:
             gid = ga.group_id
             st = pending.get(gid) or applies.get(gid) or self._load_apply(txn, gid)
-            floor = self._group_in(txn, gid, groups).snapshot.metadata.index
+            gs = groups.get(gid) or cached.get(gid) or self._group_in(txn, gid, groups)
+            floor = gs.snapshot.metadata.index
             applied = st.applied_index
             if applied < floor:  # a Raft snapshot (e.g. bootstrap) covers these
                 applied = floor
@@ -1053,9 +1056,8 @@ class NodeStore:
             out.append(results)
             ops += len(results)
             if ga.applied_index > applied:
-                st = ApplyState(ga.bucket, ga.applied_index, applier.last_version)
-                txn.put(gp, codec.encode_apply_state(ga.bucket, ga.applied_index,
-                                                     applier.last_version), db=db_apply)
+                st = _new_tuple(ApplyState, (ga.bucket, ga.applied_index, applier.last_version))
+                txn.put(gp, codec.encode_apply_state(*st), db=db_apply)
                 pending[gid] = st
                 if ga.conf_state is not None:
                     txn.put(gp + _CS, codec.encode_conf_state(ga.conf_state),

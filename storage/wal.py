@@ -96,6 +96,9 @@ class MemLog:
     def append(self, entries: list[Entry]) -> None:
         """Entries contiguous from entries[0].index; a suffix at or after it is replaced."""
         lo = entries[0].index
+        if lo == self.start + len(self.entries) and self.entries:  # right after the last
+            self.entries.extend(entries)
+            return
         if not self.entries or lo < self.start:
             self.start, self.entries = lo, list(entries)
             return

@@ -72,6 +72,7 @@ from .wal import (DEFAULT_SEGMENT_BYTES, REMOVE, SNAP, Framer, MemLog, Wal, enco
                   hard_state_record)
 
 CHECKPOINT_S = 1.0
+_new_tuple = tuple.__new__
 _HS, _CS, _SNAP, _OFFSET = HS_KEY, CS_KEY, SNAP_KEY, OFFSET_KEY
 
 
@@ -248,8 +249,9 @@ def persist(store, batch) -> None:
         last = entries[-1].index
         if last > maxes.get(gid, 0):
             maxes[gid] = last
-        pending[gid] = GroupState(st.offset_index, st.offset_term, last, entries[-1].term,
-                                  hs or st.hard_state, st.conf_state, st.snapshot, last)
+        pending[gid] = _new_tuple(GroupState, (  # GroupState(...) without its Python __new__
+            st.offset_index, st.offset_term, last, entries[-1].term, hs or st.hard_state,
+            st.conf_state, st.snapshot, last))
     if framer:
         _append(store, [framer.record()], maxes)
     if appends or hards:

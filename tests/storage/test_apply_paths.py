@@ -1,4 +1,4 @@
-"""The apply's inline Put path (storage/mvcc.py `Applier._put_inline`) against the general
+"""The apply's inline Put path (storage/mvcc.py `Applier.run`) against the general
 one (`Applier._run`), and the struct-encoded apply records (storage/codec.py): the same
 commands must give the same results and the same bytes in every database."""
 
