@@ -409,6 +409,11 @@ class Raft:
                 return
             self._step_leader(m)
         elif role == FOLLOWER:
+            if t == APP:  # the usual message, dispatched here (as _step_follower would)
+                self.election_elapsed = 0
+                self.lead = m.frm
+                self._handle_append(m)
+                return
             self._step_follower(m)
         else:
             self._step_candidate(m)

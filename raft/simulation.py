@@ -157,8 +157,10 @@ class FaultRates:
             return 0.0 if rng.random() < off else rng.choice(choices)
 
         # drawn from the state without consuming it: every seed keeps the schedule it had
-        # before this knob existed
-        knobs = random.Random(hash(rng.getstate()))
+        # before this knob existed. Only the state's ints are hashed: the whole state ends
+        # with None, whose hash is its address (it differed between processes, so the knobs
+        # of a seed did too)
+        knobs = random.Random(hash(rng.getstate()[1]))
         bcast_commit = knobs.random() < 0.5 or TEXTBOOK_FLOW
         quiet_heartbeats = knobs.random() < 0.5 and not TEXTBOOK_FLOW
         lean_reads = knobs.random() < 0.5 and not TEXTBOOK_FLOW
