@@ -642,7 +642,11 @@ class Raft:
         last = offset + len(unstable) - 1
         if not send_if_empty and nxt > last:
             return False  # nothing new to send (cheap exit for the pipelining loops)
-        if pr.is_paused():
+        state = pr.state  # pr.is_paused(), inline
+        if state == REPLICATE:
+            if len(pr.inflights) >= pr.max_inflight:
+                return False
+        elif state != PROBE or pr.paused:
             return False
         prev = nxt - 1
         try:
@@ -723,9 +727,9 @@ class Raft:
                 raise ProposalDropped("too many uncommitted bytes; retry later")
             self.uncommitted_size += size
         log = self.log
-        index = log.last_index()
-        term = self.term
         ents = log.ents  # the unstable tail ends at last_index: append in place (hot path)
+        index = log.offset + len(ents) - 1
+        term = self.term
         for data in datas:
             index += 1
             ents.append(new_entry(term, index, _NORMAL, data))

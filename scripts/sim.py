@@ -5,6 +5,11 @@
     .venv/bin/python scripts/sim.py --seeds 200 --start 5000 --nodes 5 --steps 600
     .venv/bin/python scripts/sim.py --seed 1234                  # one seed, print its stats
     .venv/bin/python scripts/sim.py --mutation vote_without_log_check --seeds 500
+    .venv/bin/python scripts/sim.py --seeds 200 --fingerprint    # digest of every Ready
+
+`--fingerprint` hashes every Ready every node produces (its repr, in order) and prints one
+digest for the whole range: a change meant not to alter behaviour (a refactor, a speed-up)
+must print the same digest before and after it.
 
 On a failure it prints the seed, the fault rates drawn for it, the violated invariant and the
 last events, and exits 1. With `--mutation NAME` one rule of the core is broken (by
@@ -16,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from raft.rawnode import RawNode  # noqa: E402
 from raft.simulation import SimulationFailure, run_seed  # noqa: E402
 from raft.simulation_mutations import MUTATIONS  # noqa: E402
 
@@ -40,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-going", action="store_true",
                    help="count failures (or, with --mutation, catches) over all the seeds")
     p.add_argument("--trace", type=int, default=200, help="events to print on failure")
+    p.add_argument("--fingerprint", action="store_true",
+                   help="print a digest of every Ready of the run (same code => same digest)")
     args = p.parse_args(argv)
 
     if args.list_mutations:
@@ -53,11 +62,34 @@ def main(argv: list[str] | None = None) -> int:
     if mutation is not None:
         print(f"mutation {mutation.name}: {mutation.description}")
         mutation.apply()
+    original_ready = RawNode.ready
+    digest = _fingerprint_readies() if args.fingerprint else None
     try:
-        return _run(args, mutation)
+        rc = _run(args, mutation)
     finally:
         if mutation is not None:
             mutation.undo()
+        RawNode.ready = original_ready  # type: ignore[method-assign]
+    if digest is not None:
+        print(f"fingerprint of seeds {args.start}..{args.start + args.seeds - 1}: "
+              f"{digest.hexdigest()}")
+    return rc
+
+
+def _fingerprint_readies():
+    """Wrap RawNode.ready (for this process) so that every Ready is fed to a hash."""
+    digest = hashlib.sha256()
+    original = RawNode.ready
+
+    def ready(self: RawNode):
+        rd = original(self)
+        digest.update(repr((self.id, rd.soft_state, rd.hard_state, rd.entries, rd.snapshot,
+                            rd.committed_entries, rd.messages, rd.persisted_messages,
+                            rd.read_states, rd.must_sync)).encode())
+        return rd
+
+    RawNode.ready = ready  # type: ignore[method-assign]
+    return digest
 
 
 def _run(args: argparse.Namespace, mutation) -> int:
