@@ -1005,6 +1005,8 @@ class NodeStore:
                         before_commit(out)
                     return out, publish
 
+                if self._defer and threading.get_ident() == self._home:
+                    return self._write_deferred(fn_wal)  # what _write would do, directly
                 return self._write(fn_wal, durable=False)
 
         def fn(txn):
