@@ -759,8 +759,8 @@ class Node:
                 # next real write instead of costing an fsync of its own before the apply.
                 g.lazy_hs = hs
                 self._lazy_groups.add(g)
-            if rd.committed_entries and self._pending:
-                self._mark_committed(rd.committed_entries)
+            if rd.committed_entries and self._pending and not self._ticks % 8:
+                self._mark_committed(rd.committed_entries)  # timed in 1 tick of 8: a sample
             if write is None and not rd.committed_entries:
                 # nothing to persist in this Ready (everything before it is durable: its
                 # predecessor was advanced only after its persist), so finish it now
@@ -778,7 +778,9 @@ class Node:
         self._start_job()
 
     def _mark_committed(self, ents: list[Entry]) -> None:
-        """Note when our writes are seen committed (for the write phase figures in status)."""
+        """Note when our writes are seen committed (for the write phase figures in status,
+        which average the writes committed during every 8th tick: timing each write cost
+        ~1 % of a node's CPU under a write load)."""
         now = time.monotonic()
         pending = self._pending
         for e in ents:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -50,11 +49,9 @@ WATCHDOG_S = 0.5  # how often stalled sends are looked for
 def item_size(item: list) -> int:
     """A cheap upper-ish estimate of an encoded raft message item's size."""
     ents = item[7] if len(item) > 7 else None
-    n = 64
-    if ents:
-        for i in range(3, len(ents), 4):
-            n += len(ents[i]) + 16
-    return n
+    if not ents:
+        return 64
+    return 64 + 4 * len(ents) + sum(map(len, ents[3::4]))
 
 
 class PeerSender:
@@ -63,7 +60,7 @@ class PeerSender:
         self.peer_id = peer_id
         self.addr = addr
         self._on_unreachable = on_unreachable
-        self._queue: deque = deque()
+        self._queue: list = []  # items, oldest first
         self._queued_bytes = 0
         self._wake = trio.Event()
         self.connected = False
@@ -85,7 +82,7 @@ class PeerSender:
         if len(self._queue) >= QUEUE_ITEMS_MAX or self._queued_bytes + size > QUEUE_BYTES_MAX:
             self.dropped += 1
             return
-        self._queue.append((item, size))
+        self._queue.append(item)
         self._queued_bytes += size
 
     def flush(self) -> None:
@@ -113,14 +110,22 @@ class PeerSender:
                 self._wake.set()
 
     def _take_batch(self) -> list:
-        batch = []
-        total = 0
+        """The oldest items up to FRAME_BYTES_TARGET (at least one): usually all of them."""
         q = self._queue
-        while q and (not batch or total + q[0][1] <= FRAME_BYTES_TARGET):
-            item, size = q.popleft()
-            self._queued_bytes -= size
-            batch.append(item)
+        if self._queued_bytes <= FRAME_BYTES_TARGET:
+            self._queue = []
+            self._queued_bytes = 0
+            return q
+        total = k = 0
+        while k < len(q):
+            size = item_size(q[k])
+            if k and total + size > FRAME_BYTES_TARGET:
+                break
             total += size
+            k += 1
+        batch = q[:k]
+        del q[:k]
+        self._queued_bytes -= total
         return batch
 
     def _clear(self) -> None:

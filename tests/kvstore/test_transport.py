@@ -73,14 +73,15 @@ def test_frames_larger_than_the_socket_takes_arrive_whole_and_in_order():
             n.start_soon(t.run)
             await _until(lambda: t.is_connected(2))
             big = b"z" * 50_000
-            for burst in range(4):  # 2.5 MB a burst: more than a socket buffer takes at once
-                for i in range(50):
-                    t.send(2, [burst, i, big])
+            for burst in range(4):  # 5 MB a burst: more than a socket buffer takes at once,
+                for i in range(100):  # and more than one frame holds (FRAME_BYTES_TARGET)
+                    t.send(2, [0] * 7 + [[1, i, 0, big]] + [burst, i, 0, 0, 0])
                 t.flush()
-            await _until(lambda: sum(len(f) for f in received) >= 201, timeout=10)
-            items = [(it[0], it[1]) for f in received[1:] for it in f]
-            assert items == [(b, i) for b in range(4) for i in range(50)]
-            assert all(it[2] == big for f in received[1:] for it in f)
+            await _until(lambda: sum(len(f) for f in received) >= 401, timeout=20)
+            items = [(it[8], it[9]) for f in received[1:] for it in f]
+            assert items == [(b, i) for b in range(4) for i in range(100)]
+            assert len(received) - 1 >= 5  # 20 MB in frames of at most ~4 MB (FRAME_BYTES_TARGET)
+            assert all(it[7][3] == big for f in received[1:] for it in f)
             assert t.statistics()[2]["dropped"] == 0
             assert t.statistics()[2]["partial_writes"] >= 1  # the sender task's path was taken
             n.cancel_scope.cancel()
