@@ -249,7 +249,7 @@ class RaftLog:
 
     def commit_to(self, index: int) -> None:
         if index > self.committed:
-            last = self.last_index()
+            last = self.offset + len(self.ents) - 1
             if index > last:
                 raise AssertionError(f"commit {index} is beyond the last index {last}")
             self.committed = index
