@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import GroupApply, NodeStore, Put
+from storage import GroupApply, Put
 from storage.codec import decode_command, encode_command
 
 from . import crash_child as child
