@@ -494,7 +494,8 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self.msgs.append(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+        self.msgs.append(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, 0, 0, (), 0, False,
+                                 0, None, m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -536,7 +537,8 @@ class Raft:
             pr.paused = False
             if pr.state == REPLICATE and len(pr.inflights) >= pr.max_inflight:
                 pr.inflights.popleft()  # let one append through in case they were lost
-            if pr.match < self.log.last_index():
+            log = self.log
+            if pr.match < log.offset + len(log.ents) - 1:
                 self.send_append(m.frm)
             if m.context and self.pending_reads:
                 self._read_ack(m.frm, m.context)
@@ -795,13 +797,28 @@ class Raft:
         """A read's heartbeat round to just enough voters for a quorum with our own ack: the
         ones heard from most recently (see Config.lean_reads)."""
         prs = self.prs
-        need = self.quorum - (1 if self.id in self.voters else 0)
-        peers = sorted((n for n in self.voters if n != self.id and n in prs),
-                       key=lambda n: (prs[n].recent_active, prs[n].match), reverse=True)
+        me = self.id
+        need = self.quorum - (1 if me in self.voters else 0)
+        if need == 1:
+            # the usual group of three: the first peer with the largest key (as the sort below)
+            best = NONE
+            best_key = None
+            for n in self.voters:
+                pr = prs.get(n) if n != me else None
+                if pr is not None:
+                    key = (pr.recent_active, pr.match)
+                    if best_key is None or key > best_key:
+                        best, best_key = n, key
+            peers = [best] if best != NONE else []
+        else:
+            peers = sorted((n for n in self.voters if n != me and n in prs),
+                           key=lambda n: (prs[n].recent_active, prs[n].match), reverse=True)
         committed = self.log.committed
         for node in peers[:need]:
-            self.msgs.append(Message(HEARTBEAT, node, self.id, self.term,
-                                     commit=min(prs[node].match, committed), context=context))
+            match = prs[node].match
+            self.msgs.append(Message(HEARTBEAT, node, me, self.term, 0, 0, (),
+                                     match if match < committed else committed, False, 0,
+                                     None, context))
 
     def _read_ack(self, frm: int, context: bytes) -> None:
         read = self.pending_reads.get(context)

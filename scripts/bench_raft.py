@@ -11,7 +11,8 @@ time.process_time), for batches of 1, 16 and 128.
 
 `--node-config` runs the nodes with the knobs kvstore's node sets (see `node_config`):
 no commit broadcast, quiet heartbeats, lean reads. `--repeat N` runs each batch size N times
-and prints every run and the median.
+and prints every run and the median. `--reads` measures ReadIndex reads on the leader instead
+of writes (`batch` reads per heartbeat round; CPU per read served).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Cluster:
             self.storages[node] = storage
             self.nodes[node] = RawNode(make_config(node), storage)
         self.applied = dict.fromkeys(ids, 0)
+        self.reads = 0  # read states handed out (by any node)
         self.queue: deque = deque()
         self.nodes[1].campaign()
         self.run()
@@ -70,6 +72,8 @@ class Cluster:
                     storages[node].persist_ready(rd)
                     queue.extend(rd.persisted_messages)
                     applied[node] += len(rd.committed_entries)
+                    if rd.read_states:
+                        self.reads += len(rd.read_states)
                     rn.advance(rd)
             if not queue and not busy:
                 return
@@ -112,6 +116,27 @@ def bench(batch: int, entries: int, payload: int,
     return done / wall, cpu / done * 1e6, done
 
 
+def bench_reads(batch: int, reads: int, make_config=default_config) -> tuple[float, float, int]:
+    """ReadIndex reads on the leader, `batch` at a time (one heartbeat round confirms them)."""
+    cluster = Cluster(make_config=make_config)
+    leader = cluster.nodes[1]
+    leader.propose(b"x")  # a committed entry of the leader's term (reads wait for one)
+    cluster.settle()
+    rounds = max(1, reads // batch)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    ctx = 0
+    for _ in range(rounds):
+        for _ in range(batch):
+            ctx += 1
+            leader.read_index(ctx.to_bytes(8, "big"))
+        cluster.run()
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+    done = rounds * batch
+    assert cluster.reads == done, (cluster.reads, done)
+    return done / wall, cpu / done * 1e6, done
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entries", type=int, default=20000, help="entries per batch size")
@@ -121,25 +146,34 @@ def main() -> None:
     ap.add_argument("--node-config", action="store_true",
                     help="kvstore node's Config (bcast_commit off, quiet heartbeats, lean reads)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per batch size (median shown)")
+    ap.add_argument("--reads", action="store_true", help="ReadIndex reads instead of writes")
     args = ap.parse_args()
     make_config = node_config if args.node_config else default_config
-    print(f"config: {'node' if args.node_config else 'default'}")
+    print(f"config: {'node' if args.node_config else 'default'}"
+          f"{'; ReadIndex reads on the leader' if args.reads else ''}")
+
+    def one(batch: int) -> tuple[float, float, int]:
+        if args.reads:
+            return bench_reads(batch, args.entries, make_config)
+        return bench(batch, args.entries, args.payload, make_config)
+
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        bench(args.profile, args.entries, args.payload, make_config)
+        one(args.profile)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
-    print(f"{'batch':>6} {'entries':>8} {'entries/s':>11} {'CPU us/entry':>13}")
+    unit, units = ("read", "reads") if args.reads else ("entry", "entries")
+    print(f"{'batch':>6} {units:>8} {units + '/s':>11} {'CPU us/' + unit:>13}")
     for batch in args.batches:
         cpus = []
         for _ in range(max(1, args.repeat)):
-            rate, cpu_us, done = bench(batch, args.entries, args.payload, make_config)
+            rate, cpu_us, done = one(batch)
             cpus.append(cpu_us)
             print(f"{batch:>6} {done:>8} {rate:>11.0f} {cpu_us:>13.2f}")
         if len(cpus) > 1:
-            print(f"{batch:>6} median CPU us/entry {statistics.median(cpus):.2f}")
+            print(f"{batch:>6} median CPU us/{unit} {statistics.median(cpus):.2f}")
 
 
 if __name__ == "__main__":
