@@ -493,7 +493,10 @@ class Raft:
                                                reject_hint=hint))
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        log = self.log
+        if m.commit > log.committed:
+            last = log.offset + len(log.ents) - 1
+            log.commit_to(m.commit if m.commit < last else last)
         self.msgs.append(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, 0, 0, (), 0, False,
                                  0, None, m.context))
 
@@ -710,8 +713,10 @@ class Raft:
                 pr.appended = False
                 if quiet and appended and pr.state == REPLICATE:
                     continue
-                self.msgs.append(Message(HEARTBEAT, node, self.id, self.term,
-                                         commit=min(pr.match, committed), context=context))
+                match = pr.match
+                self.msgs.append(Message(HEARTBEAT, node, self.id, self.term, 0, 0, (),
+                                         match if match < committed else committed, False, 0,
+                                         None, context))
 
     # ------------------------------------------------------------------ local requests
 
