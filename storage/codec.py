@@ -130,7 +130,9 @@ _SESSION_U64 = struct.Struct(">BQ")
 
 
 def encode_apply_state(bucket: int, applied: int, last_version: int) -> bytes:
-    if 0 <= bucket <= _U64_MAX and 0 <= applied <= _U64_MAX and 0 <= last_version <= _U64_MAX:
+    if type(bucket) is int and type(applied) is int and type(last_version) is int \
+            and 0 <= bucket <= _U64_MAX and 0 <= applied <= _U64_MAX \
+            and 0 <= last_version <= _U64_MAX:
         return _STRUCT3.pack(STRUCT_FORMAT, bucket, applied, last_version)
     return pack([bucket, applied, last_version])
 
@@ -177,8 +179,9 @@ def result_from(obj):
 
 
 def encode_session(last_seq: int, result, last_ts: int) -> bytes:
-    if type(result) is int and type(last_seq) is int and 0 <= last_seq <= _U64_MAX \
-            and 0 <= result <= _U64_MAX and 0 <= last_ts <= _U64_MAX:
+    if type(result) is int and type(last_seq) is int and type(last_ts) is int \
+            and 0 <= last_seq <= _U64_MAX and 0 <= result <= _U64_MAX \
+            and 0 <= last_ts <= _U64_MAX:
         return _STRUCT3.pack(STRUCT_FORMAT, last_seq, result, last_ts)
     return pack([last_seq, result_obj(result), last_ts])
 
