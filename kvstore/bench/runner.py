@@ -130,6 +130,49 @@ class Recorder:
                 self.error_samples.append(f"{op}: {error!r}"[:300])
 
 
+class _Slot:
+    __slots__ = ("scope", "op", "deadline")
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.op: tuple[str, float] = ("", 0.0)  # the op in flight and its intended/issue time
+        self.deadline = math.inf  # when the op in flight times out; inf when none is
+
+
+class _OpTimeouts:
+    """Operation timeouts of every worker: one watchdog task instead of a cancel scope with a
+    deadline per operation (which costs about as much generator CPU as a client request).
+
+    A worker runs its ops inside one long-lived cancel scope and sets its slot's deadline
+    (issue time + op timeout) around each op. The watchdog sleeps until the earliest
+    deadline, or one op timeout from now when none is earlier (an op issued later expires
+    later), and cancels the scope of every slot whose deadline has passed: the op in flight
+    is cancelled exactly as `fail_after` would, and the worker records it as a "timeout".
+    """
+
+    def __init__(self, op_timeout_s: float) -> None:
+        self.op_timeout_s = op_timeout_s
+        self.slots: list[_Slot] = []
+
+    def slot(self) -> _Slot:
+        slot = _Slot()
+        self.slots.append(slot)
+        return slot
+
+    async def run(self) -> None:
+        while True:
+            now = trio.current_time()
+            wake = now + self.op_timeout_s
+            for slot in self.slots:
+                deadline = slot.deadline
+                if deadline <= now:
+                    slot.deadline = math.inf
+                    slot.scope.cancel()
+                elif deadline < wake:
+                    wake = deadline
+            await trio.sleep_until(wake)
+
+
 async def _call(driver: Driver, op: str, key: bytes, arg) -> None:
     if op == "read":
         await driver.read(key)
@@ -161,37 +204,58 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
     next_index = 0
     cpu_marks: dict[str, float] = {}
 
+    timeouts = _OpTimeouts(cfg.op_timeout_s)
+
     async def worker() -> None:
+        slot = timeouts.slot()
+        while True:
+            with trio.CancelScope() as scope:
+                slot.scope = scope
+                if await issue_ops(slot, scope):
+                    return
+            if scope.cancelled_caught:  # the op in flight ran out of time (see _OpTimeouts)
+                op, began = slot.op
+                error = trio.TooSlowError(f"{op} took more than {cfg.op_timeout_s} s")
+                rec.record(op, began, trio.current_time(), error, "timeout")
+
+    async def issue_ops(slot: _Slot, scope: trio.CancelScope) -> bool:
+        """Issues ops until the run's end (True), or until a timeout fired as an op ended
+        (False: the caller opens a fresh scope, so the late cancel hits no later op)."""
         nonlocal next_index
+        op_timeout = cfg.op_timeout_s
         while True:
             now = trio.current_time()
             if now >= end:
-                return
+                return True
             if period:
                 intended = start + next_index * period
                 next_index += 1
                 if intended >= end:
-                    return
+                    return True
                 if intended > now:
                     await trio.sleep_until(intended)
                 began = intended
+                now = trio.current_time()
                 if intended >= measure_start:
-                    histograms.record_seconds(rec.send_lag, trio.current_time() - intended)
+                    histograms.record_seconds(rec.send_lag, now - intended)
             else:
                 if now < start:
                     await trio.sleep_until(start)
-                began = trio.current_time()
+                    now = trio.current_time()
+                began = now
                 next_index += 1
             op, key, arg = gen.next()
             error = kind = None
+            slot.op = (op, began)
+            slot.deadline = now + op_timeout
             try:
-                with trio.fail_after(cfg.op_timeout_s):
-                    await _call(driver, op, key, arg)
-            except trio.TooSlowError as exc:
-                error, kind = exc, "timeout"
+                await _call(driver, op, key, arg)
             except Exception as exc:  # every store error is data here, never fatal to the run
                 error, kind = exc, driver.error_kind(exc)
+            slot.deadline = math.inf
             rec.record(op, began, trio.current_time(), error, kind)
+            if scope.cancel_called:
+                return False
 
     async def ticker() -> None:
         k = 0
@@ -226,6 +290,7 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
         window_ended()
 
     async with trio.open_nursery() as outer:
+        outer.start_soon(timeouts.run)
         outer.start_soon(ticker)
         outer.start_soon(mark_cpu, measure_start, "measure_start")
         outer.start_soon(mark_end)

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Client CPU per operation against a server that answers at once: what the client costs.
+
+    .venv/bin/python scripts/bench_client.py [--ops 20000] [--runs 3] [--tasks 64]
+        [--only put,get,gen-W,gen-A] [--src DIR]
+
+The server is a subprocess on 127.0.0.1 (free port) that answers every request of a frame
+at once, in one reply frame; it never applies anything. So the CPU time of THIS process
+(time.process_time) divided by the operations done is the client's own CPU per operation:
+
+    put       `--tasks` trio tasks sharing one AsyncClient, each `await c.put(k, v)` in a loop
+    get       the same with `await c.get(k)` (linearizable)
+    gen-W     the benchmark generator's load loop (kvstore.bench.runner.run_load, closed
+              loop) through the kvstore driver, workload W (100% update): what a
+              `kvstore bench compare` generator process spends per operation
+    gen-A     the same, workload A (50% read, 50% update)
+
+Each measurement runs `--runs` times (interleaved) and prints the median. `--src DIR` imports
+`client` / `kvstore` from DIR (default: this checkout), e.g. a `git worktree` of an older
+commit for an A/B comparison. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Answers map/put/get/delete/cas at once; one reply frame per received chunk of frames.
+SERVER = r'''
+import os, socket, sys
+from client.wire import FrameDecoder, encode_frame
+port = int(sys.argv[1])
+NB = 64
+MAP = {"epoch": 1, "num_buckets": NB, "nodes": {1: f"127.0.0.1:{port}"},
+       "buckets": [[1, [1], 1] for _ in range(NB)]}
+PUT = {"version": 1}
+GET = {"value": b"v" * 100, "version": 1}
+OTHER = {"existed": True, "ok": True, "version": 1}
+import selectors
+sel = selectors.DefaultSelector()
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", port))
+ls.listen(64)
+ls.setblocking(False)
+sel.register(ls, selectors.EVENT_READ, None)
+decoders = {}
+while True:
+    for key, _ in sel.select():
+        if key.data is None:
+            conn, _ = ls.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sel.register(conn, selectors.EVENT_READ, FrameDecoder())
+            continue
+        conn = key.fileobj
+        try:
+            data = conn.recv(262144)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(conn)
+            conn.close()
+            continue
+        out = []
+        for msgs in key.data.feed(data):
+            for rid, op, args in msgs:
+                out.append([rid, 0, PUT if op == "put" else GET if op == "get"
+                            else MAP if op == "map" else OTHER])
+        if out:
+            conn.setblocking(True)
+            conn.sendall(encode_frame(out))
+            conn.setblocking(False)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def measure_client(addr: str, op: str, ops: int, tasks: int) -> tuple[float, float]:
+    """(CPU seconds per op, ops/s) of `tasks` tasks doing `op` on one AsyncClient."""
+    import trio
+
+    from client import AsyncClient
+
+    per = max(1, ops // tasks)
+    out: list[tuple[float, float]] = []
+
+    async def main() -> None:
+        async with AsyncClient([addr], timeout=10.0, max_inflight=4096) as c:
+            await c.put(b"warm", b"v")
+            value = b"v" * 100
+
+            async def worker(w: int) -> None:
+                keys = [b"user%d:%d" % (w, i) for i in range(64)]
+                if op == "put":
+                    for i in range(per):
+                        await c.put(keys[i & 63], value)
+                else:
+                    for i in range(per):
+                        await c.get(keys[i & 63])
+
+            c0, t0 = time.process_time(), time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for w in range(tasks):
+                    nursery.start_soon(worker, w)
+            n = per * tasks
+            out.append(((time.process_time() - c0) / n, n / (time.perf_counter() - t0)))
+
+    trio.run(main)
+    return out[0]
+
+
+def measure_generator(addr: str, workload: str, ops: int, tasks: int) -> tuple[float, float]:
+    """(CPU seconds per op, ops/s) of the bench generator's load loop + kvstore driver."""
+    import trio
+
+    from kvstore.bench.drivers.kvstore_driver import KvstoreDriver
+    from kvstore.bench.runner import LoadConfig, run_load
+
+    # closed loop for about `ops` operations: a short first run tells the rate
+    out: list[tuple[float, float]] = []
+
+    async def main() -> None:
+        driver = KvstoreDriver([addr], timeout_s=10.0)
+        async with trio.open_nursery() as nursery:
+            await driver.open(nursery)
+            seconds = 1.0
+            for attempt in range(2):
+                cfg = LoadConfig(workload=workload, records=10_000, value_size=100, concurrency=tasks,
+                                 duration_s=seconds, warmup_s=0.2, interval_s=10.0)
+                raw = await run_load(driver, cfg)
+                done = sum(v["ok"] for v in raw["ops"].values())
+                errors = sum(raw["errors"].values())
+                if errors:
+                    raise RuntimeError(f"generator errors: {raw['errors']} {raw['error_samples']}")
+                if attempt == 0:
+                    seconds = min(20.0, max(1.0, ops / max(1.0, done / seconds)))
+            out.append((raw["cpu_s"] / done, done / raw["wall_s"]))
+            await driver.close()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return out[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, default=20000, help="operations per measurement")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=64, help="concurrent tasks on one client")
+    ap.add_argument("--only", default="put,get,gen-W,gen-A", help="comma-separated measurements")
+    ap.add_argument("--src", default=REPO, help="import client/kvstore from this directory")
+    args = ap.parse_args()
+    src = os.path.abspath(args.src)
+    sys.path.insert(0, src)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    for n in names:
+        if n not in ("put", "get") and not (n.startswith("gen-") and len(n) > 4):
+            ap.error(f"unknown measurement {n!r}")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
+    addr = f"127.0.0.1:{port}"
+    try:
+        wait_port(port)
+        results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        for _ in range(args.runs):
+            for n in names:
+                if n.startswith("gen-"):
+                    results[n].append(measure_generator(addr, n[4:], args.ops, args.tasks))
+                else:
+                    results[n].append(measure_client(addr, n, args.ops, args.tasks))
+        print(f"src {src}; {args.tasks} tasks; median of {args.runs} runs")
+        for n, vs in results.items():
+            cpu = statistics.median(v[0] for v in vs)
+            rate = statistics.median(v[1] for v in vs)
+            runs = " ".join(f"{v[0] * 1e6:.1f}" for v in vs)
+            print(f"{n:8} CPU per op {cpu * 1e6:6.1f} us   ({runs})   {rate:9,.0f} ops/s")
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
