@@ -378,11 +378,16 @@ class Node:
                 g.raw.report_unreachable(peer)
 
     def on_peer_items(self, peer: int, items: list) -> None:
-        if self._peer_inbox_items + len(items) > PEER_INBOX_MAX:
-            self.stats["dropped_peer_msgs"] += len(items)  # raft retransmits
+        """A peer frame's items (codec.py): raft batches (bytes), decoded by the loop, and
+        gossip lists. Counted by the messages a batch announces, to bound the inbox."""
+        n = 0
+        for item in items:
+            n += codec.batch_count(item) if type(item) is bytes else 1
+        if self._peer_inbox_items + n > PEER_INBOX_MAX:
+            self.stats["dropped_peer_msgs"] += n  # raft retransmits
             return
         self._peer_inbox.append(items)
-        self._peer_inbox_items += len(items)
+        self._peer_inbox_items += n
         self._wake.set()
 
     # -- client requests ----------------------------------------------------------------------
@@ -583,27 +588,32 @@ class Node:
         inbox = self._peer_inbox
         touched = self._touched
         self._peer_inbox_items = 0
+        my_id = self.id
         while inbox:
             items = inbox.popleft()
             for item in items:
-                if item and item[0] == "leaders":
-                    self._on_leaders(item)
+                if type(item) is not bytes:
+                    if type(item) is list and item and item[0] == "leaders":
+                        self._on_leaders(item)
+                    else:
+                        self.stats["bad_peer_msgs"] += 1
                     continue
                 try:
-                    gid, msg = codec.decode_message(item)
-                except codec.CodecError as exc:
-                    self.stats["bad_peer_msgs"] += 1
+                    msgs = codec.decode_batch(item)
+                except codec.CodecError as exc:  # the whole batch: a peer's bug, or corruption
+                    self.stats["bad_peer_msgs"] += max(codec.batch_count(item), 1)
                     log.warning("bad peer message", extra={"error": str(exc)})
                     continue
-                g = groups.get(gid)
-                if g is None or msg.to != self.id:
-                    self.stats["bad_peer_msgs"] += 1
-                    continue
-                touched.add(g)
-                try:
-                    g.raw.step(msg)
-                except raft.RaftError as exc:
-                    log.debug("step refused", extra={"group": gid, "error": repr(exc)})
+                for gid, msg in msgs:
+                    g = groups.get(gid)
+                    if g is None or msg.to != my_id:
+                        self.stats["bad_peer_msgs"] += 1
+                        continue
+                    touched.add(g)
+                    try:
+                        g.raw.step(msg)
+                    except raft.RaftError as exc:
+                        log.debug("step refused", extra={"group": gid, "error": repr(exc)})
 
     def _gossip_leaders(self) -> None:
         """Tell every peer which buckets this node leads (and in which term), so that any node
@@ -895,7 +905,7 @@ class Node:
         return out
 
     def _send(self, gid: int, m: Message) -> None:
-        self.transport.send(m.to, codec.encode_message(gid, m))
+        self.transport.send_message(m.to, gid, m)
 
     def _send_persisted(self, persisted_msgs) -> None:
         for gid, msgs in persisted_msgs:

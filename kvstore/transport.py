@@ -26,12 +26,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 
 import trio
 
 from client.wire import encode_frame
+from raft.types import Message
 
+from .codec import CodecError, append_message, new_batch, pack_item, seal
 from .placement import split_addr
 
 log = logging.getLogger("kvstore.transport")
@@ -46,21 +49,21 @@ SEND_TIMEOUT_S = 5.0
 WATCHDOG_S = 0.5  # how often stalled sends are looked for
 
 
-def item_size(item: list) -> int:
-    """A cheap upper-ish estimate of an encoded raft message item's size."""
-    ents = item[7] if len(item) > 7 else None
-    if not ents:
-        return 64
-    return 64 + 4 * len(ents) + sum(map(len, ents[3::4]))
-
-
 class PeerSender:
     def __init__(self, self_id: int, peer_id: int, addr: str, on_unreachable: Callable[[int], None]):
         self.self_id = self_id
         self.peer_id = peer_id
         self.addr = addr
         self._on_unreachable = on_unreachable
-        self._queue: list = []  # items, oldest first
+        # the frame being filled: raft messages encoded straight into a batch (codec.py),
+        # other items packed apart; older frames, sealed when this one reached
+        # FRAME_BYTES_TARGET, wait in _frames as (frame, items)
+        self._batch = new_batch()
+        self._batch_count = 0
+        self._items: list[bytes] = []
+        self._items_bytes = 0
+        self._frames: deque = deque()
+        self._queued = 0  # messages and items not yet handed to the socket
         self._queued_bytes = 0
         self._wake = trio.Event()
         self.connected = False
@@ -74,76 +77,115 @@ class PeerSender:
         self._fd: int | None = None  # the connected socket, while the pump is parked on it
         self._tail = b""  # what a direct write left unsent: the pump sends it first
 
-    def send(self, item: list) -> None:
-        if not self.connected:
+    def send_message(self, group: int, m: Message) -> None:
+        """Queue raft message `m` of `group`: encoded right here, into the frame being filled,
+        so the queue's size in bytes is exact and costs nothing to keep."""
+        if not self.connected or self._queued >= QUEUE_ITEMS_MAX:
             self.dropped += 1
             return
-        size = item_size(item)
-        if len(self._queue) >= QUEUE_ITEMS_MAX or self._queued_bytes + size > QUEUE_BYTES_MAX:
+        buf = self._batch
+        before = len(buf)
+        try:
+            append_message(buf, group, m)
+        except CodecError as exc:  # a message we cannot encode is a bug: drop, keep going
+            log.error("cannot encode raft message", extra={"peer": self.peer_id, "error": str(exc)})
             self.dropped += 1
             return
-        self._queue.append(item)
+        size = len(buf) - before
+        if self._queued_bytes + size > QUEUE_BYTES_MAX:
+            del buf[before:]
+            self.dropped += 1
+            return
+        self._batch_count += 1
+        self._queued += 1
         self._queued_bytes += size
+        if len(buf) >= FRAME_BYTES_TARGET:
+            self._seal()
+
+    def send(self, item: list) -> None:
+        """Queue a non-raft item (a msgpack-able list, e.g. leader gossip)."""
+        if not self.connected or self._queued >= QUEUE_ITEMS_MAX:
+            self.dropped += 1
+            return
+        try:
+            packed = pack_item(item)
+        except CodecError as exc:
+            log.error("cannot encode peer item", extra={"peer": self.peer_id, "error": str(exc)})
+            self.dropped += 1
+            return
+        size = len(packed)
+        if self._queued_bytes + size > QUEUE_BYTES_MAX:
+            self.dropped += 1
+            return
+        self._items.append(packed)
+        self._items_bytes += size
+        self._queued += 1
+        self._queued_bytes += size
+        if len(self._batch) + self._items_bytes >= FRAME_BYTES_TARGET:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Close the frame being filled (if it holds anything) and queue it for the wire."""
+        count = self._batch_count
+        items = self._items
+        if not count and not items:
+            return
+        buf = self._batch
+        n = count + len(items)
+        size = len(buf) + self._items_bytes
+        self._batch = new_batch()
+        self._batch_count = 0
+        self._items = []
+        self._items_bytes = 0
+        try:
+            frame = seal(buf, count, items)
+        except CodecError as exc:  # larger than a frame may be: a bug, drop it, keep going
+            log.error("cannot seal peer frame", extra={"peer": self.peer_id, "error": str(exc)})
+            self.dropped += n
+            self._queued -= n
+            self._queued_bytes -= size
+            return
+        self._queued_bytes += len(frame) - size
+        self._frames.append((frame, n))
 
     def flush(self) -> None:
-        """Write the queue as one frame now, from the caller's task, if the socket takes it;
-        else (or for a partial write's rest) wake the sender task."""
-        if not self._queue:
+        """Write what is queued now, from the caller's task, if the socket takes it; else (or
+        for a partial write's rest) wake the sender task."""
+        if not self._queued:
             return
         fd = self._fd
         if fd is None or self._tail:  # mid-send or not connected: the pump's job
             self._wake.set()
             return
-        while self._queue and not self._tail:
-            frame = self._encode(self._take_batch())
-            if frame is None:
-                continue
+        self._seal()
+        frames = self._frames
+        while frames and not self._tail:
+            frame, n = frames.popleft()
+            self._queued -= n
+            self._queued_bytes -= len(frame)
+            self.sent_frames += 1
+            self.sent_items += n
             try:
-                n = os.write(fd, frame)
+                written = os.write(fd, frame)
             except (BlockingIOError, InterruptedError):
-                n = 0
+                written = 0
             except OSError:  # the pump sees the broken connection on its next send
-                n = 0
-            if n < len(frame):
-                self._tail = memoryview(frame)[n:]
+                written = 0
+            if written < len(frame):
+                self._tail = memoryview(frame)[written:]
                 self.partial_writes += 1
                 self._wake.set()
 
-    def _take_batch(self) -> list:
-        """The oldest items up to FRAME_BYTES_TARGET (at least one): usually all of them."""
-        q = self._queue
-        if self._queued_bytes <= FRAME_BYTES_TARGET:
-            self._queue = []
-            self._queued_bytes = 0
-            return q
-        total = k = 0
-        while k < len(q):
-            size = item_size(q[k])
-            if k and total + size > FRAME_BYTES_TARGET:
-                break
-            total += size
-            k += 1
-        batch = q[:k]
-        del q[:k]
-        self._queued_bytes -= total
-        return batch
-
     def _clear(self) -> None:
-        self.dropped += len(self._queue) + (1 if self._tail else 0)
-        self._queue.clear()
+        self.dropped += self._queued + (1 if self._tail else 0)
+        self._batch = new_batch()
+        self._batch_count = 0
+        self._items = []
+        self._items_bytes = 0
+        self._frames.clear()
+        self._queued = 0
         self._queued_bytes = 0
         self._tail = b""
-
-    def _encode(self, batch: list) -> bytes | None:
-        try:
-            frame = encode_frame(batch)
-        except Exception as exc:  # an item we cannot encode is a bug: drop, keep going
-            log.error("cannot encode peer frame", extra={"peer": self.peer_id, "error": repr(exc)})
-            self.dropped += len(batch)
-            return None
-        self.sent_frames += 1
-        self.sent_items += len(batch)
-        return frame
 
     async def run(self) -> None:
         host, port = split_addr(self.addr)
@@ -197,7 +239,7 @@ class PeerSender:
                     self._send_since = None
                     self._tail = b""
                     continue
-                if not self._queue:
+                if not self._queued:
                     self._fd = fd  # parked: flush() may write directly
                     self._wake = trio.Event()
                     await self._wake.wait()
@@ -217,15 +259,21 @@ class Transport:
             if pid != self_id
         }
 
+    def send_message(self, peer: int, group: int, m: Message) -> None:
+        s = self.senders.get(peer)
+        if s is not None:
+            s.send_message(group, m)
+
     def send(self, peer: int, item: list) -> None:
+        """A non-raft item (a msgpack-able list)."""
         s = self.senders.get(peer)
         if s is not None:
             s.send(item)
 
     def flush(self) -> None:
-        """Put what `send` queued on the wire (see the module docstring)."""
+        """Put what was queued on the wire (see the module docstring)."""
         for s in self.senders.values():
-            if s._queue:
+            if s._queued:
                 s.flush()
 
     def is_connected(self, peer: int) -> bool:
@@ -254,7 +302,7 @@ class Transport:
                 "partial_writes": s.partial_writes,
                 "sent_frames": s.sent_frames,
                 "sent_items": s.sent_items,
-                "queued": len(s._queue),
+                "queued": s._queued,
             }
             for pid, s in self.senders.items()
         }
