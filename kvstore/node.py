@@ -380,9 +380,10 @@ class Node:
     def on_peer_items(self, peer: int, items: list) -> None:
         """A peer frame's items (codec.py): raft batches (bytes), decoded by the loop, and
         gossip lists. Counted by the messages a batch announces, to bound the inbox."""
-        n = 0
-        for item in items:
-            n += codec.batch_count(item) if type(item) is bytes else 1
+        if len(items) == 1 and type(items[0]) is bytes:  # the usual frame: one raft batch
+            n = codec.batch_count(items[0])
+        else:
+            n = sum(codec.batch_count(i) if type(i) is bytes else 1 for i in items)
         if self._peer_inbox_items + n > PEER_INBOX_MAX:
             self.stats["dropped_peer_msgs"] += n  # raft retransmits
             return
@@ -905,7 +906,9 @@ class Node:
         return out
 
     def _send(self, gid: int, m: Message) -> None:
-        self.transport.send_message(m.to, gid, m)
+        s = self.transport.senders.get(m.to)  # Transport.send_message, one call less
+        if s is not None:
+            s.send_message(gid, m)
 
     def _send_persisted(self, persisted_msgs) -> None:
         for gid, msgs in persisted_msgs:

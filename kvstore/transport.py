@@ -1,14 +1,18 @@
 """Node-to-node transport: one outbound connection per peer, batched frames, bounded queues.
 
-Theory of operation. The node loop calls `Transport.send(peer, item)` synchronously for every
-raft message of a turn; items queue per peer, and at the end of the turn the loop calls
-`flush()`, which writes everything queued for a peer as one frame with one non-blocking
-`os.write` on the loop itself (so all groups' messages to a peer in one turn share one
-syscall, and no task is woken). Only what the socket does not take at once (or a peer whose
-sender is mid-send) is left to the peer's sender task, which is woken for it. Items queued
-without a flush go out with the next one (the loop turns at least every tick). The queue is bounded in items and bytes; when it is full, or while the
-peer is disconnected, items are dropped and counted — raft retransmits, and a dead or slow peer
-therefore never blocks the loop or grows memory. On connect the sender sends the handshake
+Theory of operation. The node loop calls `Transport.send_message(peer, group, message)`
+synchronously for every raft message of a turn (and `send(peer, item)` for the odd msgpack
+item, e.g. leader gossip). A raft message is encoded at once into the peer's frame being
+filled (codec.py's binary raft batch, a bytearray that becomes the frame itself: no list of
+items, no msgpack, and the queue's size in bytes is exact). At the end of the turn the loop
+calls `flush()`, which seals that frame and writes it with one non-blocking `os.write` on the
+loop itself (so all groups' messages to a peer in one turn share one syscall, and no task is
+woken); a frame that reaches FRAME_BYTES_TARGET is sealed early and the next one begun. Only
+what the socket does not take at once (or a peer whose sender is mid-send) is left to the
+peer's sender task, which is woken for it. Messages queued without a flush go out with the
+next one (the loop turns at least every tick). The queue is bounded in messages and bytes;
+when it is full, or while the peer is disconnected, messages are dropped and counted — raft
+retransmits, and a dead or slow peer therefore never blocks the loop or grows memory. On connect the sender sends the handshake
 [["peer", {"id": self_id}]]; on failure it reconnects with capped exponential backoff and
 tells the node (`on_unreachable`) so raft can slow down replication to that peer.
 
@@ -34,7 +38,7 @@ import trio
 from client.wire import encode_frame
 from raft.types import Message
 
-from .codec import CodecError, append_message, new_batch, pack_item, seal
+from .codec import PREFIX_BYTES, CodecError, append_message, new_batch, pack_item, seal
 from .placement import split_addr
 
 log = logging.getLogger("kvstore.transport")
@@ -132,7 +136,7 @@ class PeerSender:
             return
         buf = self._batch
         n = count + len(items)
-        size = len(buf) + self._items_bytes
+        size = len(buf) - PREFIX_BYTES + self._items_bytes  # what _queued_bytes counted
         self._batch = new_batch()
         self._batch_count = 0
         self._items = []

@@ -3,6 +3,7 @@
 import random
 import socket
 import struct
+import time
 
 import msgpack
 import pytest
@@ -223,3 +224,49 @@ def test_pipelined_reads_in_back_to_back_frames_each_get_their_own_answer(cluste
             ok += 1
             assert payload["value"] == k[::-1]
     assert ok > 0
+
+
+def test_malformed_raft_batches_from_a_peer_are_counted_and_dropped(cluster):
+    """A fake peer's binary raft batches (kvstore/codec.py) that are truncated, of an unknown
+    kind, carry an unknown message type, or address no group here: each is dropped and
+    counted, and the node keeps serving (and keeps its real peers)."""
+    from kvstore import codec
+    from raft.types import Message, MessageType
+
+    def batch(*msgs) -> bytearray:
+        buf = codec.new_batch()
+        for g, m in msgs:
+            codec.append_message(buf, g, m)
+        return buf
+
+    good = bytes(codec.seal(batch((99_999, Message(MessageType.HEARTBEAT, 1, 2, 0))), 1))
+    body = good[4 + 6:]  # the bin item's bytes: kind, count, one message
+    bad_type = bytearray(body)
+    bad_type[5 + 4] = 200  # no such message type
+
+    def frame_of_blob(blob: bytes) -> bytes:
+        return encode_frame([blob])
+
+    addr = cluster.addrs[0]
+
+    def bad_count() -> int:
+        with RawConn(addr) as conn:
+            st, status = conn.call("status")
+            assert st == Status.OK
+            return status["stats"]["bad_peer_msgs"]
+
+    before = bad_count()
+    data = encode_frame([["peer", {"id": 2}]]) + b"".join([
+        good,  # well formed, but for a group this node does not host
+        frame_of_blob(body[:-3]),  # truncated
+        frame_of_blob(b"\x07" + body[1:]),  # unknown batch kind
+        frame_of_blob(bytes(bad_type)),
+        frame_of_blob(body[:5] + bytes(40)),  # a header cut short
+        encode_frame([["leaders", "x", 5], 17, None]),  # items that are no batch nor gossip
+    ])
+    send_and_collect(addr, data, wait_s=0.5)
+    deadline = time.monotonic() + 10
+    while bad_count() < before + 8:  # 5 batches (1 message each) and 3 bad items
+        assert time.monotonic() < deadline, (before, bad_count())
+        time.sleep(0.05)
+    assert_serving(cluster)

@@ -1,6 +1,7 @@
-"""The peer transport against real loopback sockets: batching, the handshake, direct writes whose
-rest the sender task finishes in order, a dead peer, and a peer that stops reading (the
-watchdog must cut the stalled send and the sender reconnect)."""
+"""The peer transport against real loopback sockets: batching, the handshake, raft messages as
+binary batches next to msgpack items, direct writes whose rest the sender task finishes in
+order, the queue's bounds, a dead peer, and a peer that stops reading (the watchdog must cut
+the stalled send and the sender reconnect)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import trio
 import trio.testing
 
 from client.wire import FrameDecoder
+from kvstore import codec
 from kvstore import transport as tp
 from kvstore.transport import Transport
+from raft.types import Entry, EntryType, Message, MessageType
 
 
 async def _serve(received: list, nursery, read: bool = True):
@@ -128,6 +131,98 @@ def test_a_peer_that_stops_reading_is_cut_by_the_watchdog(monkeypatch):
             await _until(lambda: t.statistics()[2]["stalls"] >= 1)
             # the stalled connection was closed and a new one opened
             await _until(lambda: len(accepted) >= 2 and t.is_connected(2))
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _raft_items(frames: list) -> list:
+    """The (group, message) pairs of received peer frames, in order (handshake skipped)."""
+    out = []
+    for f in frames[1:]:
+        for item in f:
+            if type(item) is bytes:
+                out += codec.decode_batch(item)
+    return out
+
+
+def test_raft_messages_and_gossip_share_one_frame_and_decode_in_order():
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, _acc = await _serve(received, n)
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            sent = []
+            for i in range(50):
+                m = Message(MessageType.APP, 2, 1, 3, 3, i, (Entry(3, i + 1, EntryType.NORMAL, b"v" * i),), i)
+                sent.append((i % 7, m))
+                t.send_message(2, i % 7, m)
+            t.send(2, ["leaders", 1, [[0, 3]]])
+            t.send_message(3, 0, Message(MessageType.HEARTBEAT, 3, 1, 3))  # no such peer: ignored
+            t.flush()
+            await _until(lambda: len(received) >= 2)
+            assert received[0] == [["peer", {"id": 1}]]
+            assert len(received) == 2  # one flush: one frame
+            assert received[1][1:] == [["leaders", 1, [[0, 3]]]]
+            assert _raft_items(received) == sent
+            st = t.statistics()[2]
+            assert (st["sent_frames"], st["sent_items"], st["queued"], st["dropped"]) == (1, 51, 0, 0)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_large_raft_batches_split_into_frames_in_order():
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, _acc = await _serve(received, n)
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            big = b"z" * 50_000
+            sent = []
+            for burst in range(4):  # 5 MB a burst: more than one frame holds
+                for i in range(100):
+                    m = Message(MessageType.APP, 2, 1, burst, 0, i, (Entry(burst, i, EntryType.NORMAL, big),))
+                    sent.append((1, m))
+                    t.send_message(2, 1, m)
+                t.flush()
+            await _until(lambda: len(_raft_items(received)) >= 400, timeout=20)
+            assert _raft_items(received) == sent
+            assert len(received) - 1 >= 5  # frames of at most ~FRAME_BYTES_TARGET
+            assert all(len(b) <= tp.FRAME_BYTES_TARGET + 60_000 for f in received[1:] for b in f)
+            assert t.statistics()[2]["dropped"] == 0
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_queue_bounds_and_unencodable_messages_drop_and_count(monkeypatch):
+    monkeypatch.setattr(tp, "QUEUE_BYTES_MAX", 10_000)
+    monkeypatch.setattr(tp, "QUEUE_ITEMS_MAX", 5)
+
+    async def main():
+        received: list = []
+        async with trio.open_nursery() as n:
+            port, _acc = await _serve(received, n)
+            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+            n.start_soon(t.run)
+            await _until(lambda: t.is_connected(2))
+            s = t.senders[2]
+            t.send_message(2, 2**40, Message(MessageType.HEARTBEAT, 2, 1, 3))  # group too large
+            t.send_message(2, 1, Message(MessageType.APP, 2, 1, 3, entries=(Entry(3, 1, EntryType.NORMAL, b"x" * 20_000),)))
+            assert s.dropped == 2 and s._queued == 0 and s._queued_bytes == 0
+            ok = [(1, Message(MessageType.HEARTBEAT, 2, 1, 3, commit=i)) for i in range(7)]
+            for g, m in ok:
+                t.send_message(2, g, m)
+            assert s.dropped == 4 and s._queued == 5  # the item bound
+            t.flush()
+            await _until(lambda: len(_raft_items(received)) >= 5)
+            assert _raft_items(received) == ok[:5]
+            assert s._queued == 0 and s._queued_bytes == 0
             n.cancel_scope.cancel()
 
     trio.run(main)
