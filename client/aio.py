@@ -56,6 +56,7 @@ SCAN_CONCURRENCY = 64  # buckets scanned at once
 RETRY_RESERVE_FRACTION = 0.1  # of an operation's timeout, see _execute
 TIMER_SLACK_SECONDS = 0.005
 SUSPECT_SECONDS = 1.0  # a node that refused a connection, dropped one or went silent
+_OK = int(Status.OK)
 
 # attempt kinds: a reply; never sent; sent and the connection died; sent and no reply in time
 # on a connection that is still receiving (a slow node, not a dead one)
@@ -74,6 +75,21 @@ class _Backoff:
         self._n = min(self._n + 1, 30)
         delay = self._rng.uniform(delay / 2, delay)
         await trio.sleep_until(min(deadline, trio.current_time() + delay))
+
+
+class _LazyBackoff:
+    """An operation's _Backoff, made on its first sleep (most operations never retry)."""
+
+    __slots__ = ("_client", "_backoff")
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+        self._backoff: _Backoff | None = None
+
+    async def sleep(self, deadline: float) -> None:
+        if self._backoff is None:
+            self._backoff = _Backoff(self._client._rng, *self._client._backoff)
+        await self._backoff.sleep(deadline)
 
 
 class _AttemptTimer:
@@ -109,12 +125,12 @@ class _AttemptTimer:
             now = trio.current_time()
             while fifo and fifo[0][0] <= now:
                 call = fifo.popleft()[1]
-                if not call.done.is_set():
-                    call.done.set()  # neither a reply nor lost: the waiter sees it expired
+                if not call.is_set():
+                    call.set()  # neither a reply nor lost: the waiter sees it expired
             while heap and heap[0][0] <= now:
                 call = heapq.heappop(heap)[2]
-                if not call.done.is_set():
-                    call.done.set()
+                if not call.is_set():
+                    call.set()
             first = min(fifo[0][0] if fifo else math.inf, heap[0][0] if heap else math.inf)
             self._target = first + TIMER_SLACK_SECONDS
             self._wake = trio.Event()
@@ -288,8 +304,15 @@ class AsyncClient:
 
     async def get(self, key, *, consistency: str = "linearizable", timeout: float | None = None) -> bytes | None:
         """The value of `key`, or None when absent."""
-        value, _ = await self.get_with_version(key, consistency=consistency, timeout=timeout)
-        return value
+        # get_with_version's body (one coroutine less on the most frequent call)
+        key = _key(key)
+        self._check_consistency(consistency)
+        deadline = self._deadline(timeout)
+        payload = await self._execute(
+            "get", {"key": key, "consistency": consistency}, deadline, _OpState(write=False), key=key,
+            follower=consistency == "follower",
+        )
+        return _field(payload, "value", "get")
 
     async def get_with_version(
         self, key, *, consistency: str = "linearizable", timeout: float | None = None
@@ -451,7 +474,7 @@ class AsyncClient:
         bucket: int | None = None, follower: bool = False, size: int = 0,
     ) -> Any:
         """Run `op` until a definite answer or the deadline; applies the outcome rules."""
-        backoff = _Backoff(self._rng, *self._backoff)
+        backoff = _LazyBackoff(self)
         start = -1  # where this op starts among a bucket's replicas (drawn when first needed)
         rotate = 0
         hops = 0
@@ -499,8 +522,30 @@ class AsyncClient:
             if state.attempts:
                 self.retries += 1
             state.attempts += 1
-            window = min(deadline, now + self._attempt_window(deadline, now))
-            kind, status, payload = await self._attempt(addr, op, args, window, size)
+            window = self._attempt_timeout
+            if window is None:  # _attempt_window, inlined
+                window = max(0.5, (deadline - now) / 3)
+            until = now + window
+            if until > deadline:
+                until = deadline
+            conn = self._conns.get(addr)
+            call = None if conn is None else conn.submit_nowait(op, args, size)
+            if call is not None:  # the fast path of _attempt, inlined (one coroutine less)
+                self._timer.arm(until, call)
+                try:
+                    await call.wait()
+                except BaseException:  # cancelled by the caller: stop waiting for the reply
+                    conn.abandon(call)
+                    raise
+                if call.status is not None:
+                    if self._suspects:
+                        self._suspects.pop(addr, None)
+                    kind, status, payload = _REPLY, call.status, call.payload
+                    call.payload = None  # the timer may hold `call` a while
+                else:
+                    kind, status, payload = self._no_reply(addr, conn, call)
+            else:
+                kind, status, payload = await self._attempt(addr, op, args, until, size)
 
             if kind != _REPLY:
                 state.last = f"{op} to {addr}: {kind}"
@@ -513,8 +558,8 @@ class AsyncClient:
                     rotate += 1
                 await backoff.sleep(deadline)
                 continue
-            if status == Status.OK:
-                if not follower and bmap.leader_addr(b) != addr:
+            if status == _OK:
+                if not follower and bmap.nodes.get(bmap.buckets[b].leader) != addr:  # leader_addr
                     bmap.note_leader(b, bmap.node_id_of(addr), addr)  # it answered as leader
                 return payload
             reason = payload.get("reason") if isinstance(payload, dict) else None
@@ -596,9 +641,10 @@ class AsyncClient:
                 return _NOT_SENT, None, None
         # The attempt's timeout is the client's timer, not a cancel scope per request: a
         # cancel scope with its own deadline costs about as much CPU as the rest of a request.
+        # (_execute inlines this part for a request queued at once.)
         self._timer.arm(until, call)
         try:
-            await call.done.wait()
+            await call.wait()
         except BaseException:  # cancelled by the caller: stop waiting for the reply
             conn.abandon(call)
             raise
@@ -607,6 +653,10 @@ class AsyncClient:
                 self._suspects.pop(addr, None)
             payload, call.payload = call.payload, None  # the timer may hold `call` a while
             return _REPLY, call.status, payload
+        return self._no_reply(addr, conn, call)
+
+    def _no_reply(self, addr: str, conn: Connection, call: Call):
+        """The (kind, None, None) of an attempt that ended without a reply."""
         if call.lost:
             self._suspect(addr)
             return (_MAYBE if call.sent else _NOT_SENT), None, None

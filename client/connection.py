@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 
+import msgpack
 import trio
 
-from client.wire import FrameDecoder, FrameError, encode_frame
+from client.wire import MAX_FRAME_BYTES, FrameDecoder, FrameError
 
 FRAME_SOFT_LIMIT_BYTES = 4 * 1024 * 1024  # split a batch above this (wire max is 16 MiB)
 RECEIVE_BYTES = 256 * 1024
+_LEN = struct.Struct(">I")  # the frame header of client/wire.py
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -79,13 +82,16 @@ class Done:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-class Call:
-    """One request on a connection. `done` is set when a reply came (`status` is not None),
-    the connection died (`lost`), or the client's timer expired the attempt (neither)."""
+class Call(Done):
+    """One request on a connection. It is its own `Done` (one object per request, not two),
+    set when a reply came (`status` is not None), the connection died (`lost`), or the
+    client's timer expired the attempt (neither); `call.done` is the call itself."""
 
-    __slots__ = ("rid", "msg", "size", "sent", "lost", "abandoned", "status", "payload", "done", "sent_at")
+    __slots__ = ("rid", "msg", "size", "sent", "lost", "abandoned", "status", "payload", "sent_at")
 
     def __init__(self, rid: int, msg: list, size: int) -> None:
+        self._flag = False
+        self._task = None
         self.rid = rid
         self.msg = msg
         self.size = size
@@ -94,8 +100,11 @@ class Call:
         self.abandoned = False
         self.status: int | None = None
         self.payload = None
-        self.done = Done()
         self.sent_at = math.inf
+
+    @property
+    def done(self) -> "Call":
+        return self
 
 
 class NotSent(Exception):
@@ -116,8 +125,11 @@ class Connection:
         self._stream: trio.SocketStream | None = None
         self._pending: dict[int, Call] = {}
         self._outbox: list[Call] = []
-        self._wakeup = trio.Event()
-        self._slots = trio.Semaphore(max_inflight)
+        self._writer_task = None  # the writer task while it is parked with an empty outbox
+        # in-flight slots: a counter, and a lot where submit() waits when none is free (a
+        # released slot is handed to the first waiter, as trio.Semaphore does)
+        self._free = max_inflight
+        self._slot_waiters = trio.lowlevel.ParkingLot()
         self._next_rid = 1
         self._scope = trio.CancelScope()
 
@@ -125,31 +137,52 @@ class Connection:
 
     def submit_nowait(self, op: str, args: dict, size: int = 64) -> Call | None:
         """Queue a request if the connection is open and has a free slot, else None."""
-        if self.closed or not self.ready.is_set():
+        if self.closed or self._free <= 0 or not self.ready.is_set():
             return None
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            return None
-        return self._queue(op, args, size)
+        self._free -= 1
+        # _queue, inlined: this is the path of nearly every request
+        rid = self._next_rid
+        self._next_rid = rid + 1
+        call = Call(rid, [rid, op, args], size)
+        self._pending[rid] = call
+        self._outbox.append(call)
+        task = self._writer_task
+        if task is not None:
+            self._writer_task = None
+            trio.lowlevel.reschedule(task)
+        return call
 
     async def submit(self, op: str, args: dict, size: int = 64) -> Call:
         """Queue a request; waits for an in-flight slot. Raises NotSent if the connection died."""
         if self.closed:
             raise NotSent(self.error or "connection closed")
-        await self._slots.acquire()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._free > 0:
+            self._free -= 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._slot_waiters.park()  # woken holding the slot of a finished call
         if self.closed:
-            self._slots.release()
+            self._release_slot()
             raise NotSent(self.error or "connection closed")
         return self._queue(op, args, size)
 
+    def _release_slot(self) -> None:
+        if self._slot_waiters:
+            self._slot_waiters.unpark()
+        else:
+            self._free += 1
+
     def _queue(self, op: str, args: dict, size: int) -> Call:
         rid = self._next_rid
-        self._next_rid += 1
+        self._next_rid = rid + 1
         call = Call(rid, [rid, op, args], size)
         self._pending[rid] = call
         self._outbox.append(call)
-        self._wakeup.set()
+        task = self._writer_task
+        if task is not None:
+            self._writer_task = None
+            trio.lowlevel.reschedule(task)
         return call
 
     def abandon(self, call: Call) -> bool:
@@ -159,9 +192,9 @@ class Connection:
         if not call.sent:
             self._outbox.remove(call)
             del self._pending[call.rid]
-            self._slots.release()
+            self._release_slot()
             call.lost = True
-            call.done.set()
+            call.set()
             return False
         call.abandoned = True
         return True
@@ -214,33 +247,53 @@ class Connection:
         self._outbox = []
         for call in pending.values():
             call.lost = True
-            call.done.set()
-            self._slots.release()
+            call.set()
+            self._release_slot()
+
+    async def _wait_outbox(self) -> None:
+        """Park the writer until `_queue` puts a request in the outbox."""
+        self._writer_task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel):
+            self._writer_task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         assert self._stream is not None
         fd = self._stream.socket.fileno()
+        pack = msgpack.Packer(use_bin_type=True).pack  # one packer for every frame
+        pack_len = _LEN.pack
         try:
             while True:
                 if not self._outbox:
-                    await self._wakeup.wait()
-                    self._wakeup = trio.Event()
+                    await self._wait_outbox()
                     continue
                 batch, self._outbox = self._outbox, []
-                frames = []
-                msgs: list = []
-                size = 0
-                for call in batch:
-                    if msgs and size + call.size > FRAME_SOFT_LIMIT_BYTES:
-                        frames.append(msgs)
-                        msgs, size = [], 0
-                    msgs.append(call.msg)
-                    size += call.size
-                frames.append(msgs)
                 # Encode everything before the first await: a call counts as sent from here
                 # on, and its args must be captured as they are now.
-                datas = [encode_frame(msgs) for msgs in frames]
-                del frames[:], msgs
+                if sum([call.size for call in batch]) <= FRAME_SOFT_LIMIT_BYTES:
+                    frames = [[call.msg for call in batch]]  # the common case: one frame
+                else:
+                    frames = []
+                    msgs: list = []
+                    size = 0
+                    for call in batch:
+                        if msgs and size + call.size > FRAME_SOFT_LIMIT_BYTES:
+                            frames.append(msgs)
+                            msgs, size = [], 0
+                        msgs.append(call.msg)
+                        size += call.size
+                    frames.append(msgs)
+                    del msgs
+                datas = []
+                for msgs in frames:
+                    body = pack(msgs)
+                    if len(body) > MAX_FRAME_BYTES:
+                        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+                    datas.append(pack_len(len(body)) + body)
+                del frames, body
                 now = trio.current_time()
                 for call in batch:
                     call.sent = True
@@ -268,28 +321,51 @@ class Connection:
     async def _reader(self, scope: trio.CancelScope) -> None:
         assert self._stream is not None
         decoder = FrameDecoder()
+        feed = decoder.feed
         fd = self._stream.socket.fileno()
+        pending = self._pending
+        wait_readable = trio.lowlevel.wait_readable
+        current_time = trio.current_time
+        read = os.read
         try:
             while True:
                 # park until readable, then one read: trio's receive_some would first try a
                 # read that usually finds nothing, and yield once more after a good one
-                await trio.lowlevel.wait_readable(fd)
+                await wait_readable(fd)
                 try:
-                    data = os.read(fd, RECEIVE_BYTES)
+                    data = read(fd, RECEIVE_BYTES)
                 except (BlockingIOError, InterruptedError):
                     continue
                 if not data:
                     raise ConnectionError("connection closed by the node")
-                self.last_receive_time = trio.current_time()
-                for messages in decoder.feed(data):
-                    self.frames_received += 1
+                self.last_receive_time = current_time()
+                frames = feed(data)
+                self.frames_received += len(frames)
+                if pending is not self._pending:  # _fail_pending swapped it (cannot happen
+                    pending = self._pending  # while this task runs, but stay correct)
+                for messages in frames:
                     for message in messages:
-                        self._dispatch(message)
+                        # _dispatch, inlined: [rid: int, status: int, payload]
+                        if type(message) is list and len(message) == 3 and type(message[0]) is int \
+                                and type(message[1]) is int:
+                            call = pending.pop(message[0], None)
+                            self.messages_received += 1
+                            if call is None:
+                                continue  # an id we never sent or already failed: nobody waits
+                            self._release_slot()
+                            if call.abandoned:
+                                continue  # the caller gave up on it: must not be taken for anything
+                            call.status = message[1]
+                            call.payload = message[2]
+                            call.set()
+                        else:
+                            self._dispatch(message)
         except Exception as exc:  # broken socket, bad frame, or a bug: this connection ends
             self.error = exc
             scope.cancel()
 
     def _dispatch(self, message) -> None:
+        """One reply message (the reader inlines the common case of this)."""
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[1], int)):
             raise FrameError(f"malformed reply {message!r:.200}")
         if message[0] is None:  # the node could not read a request's id (see wire.py): if
@@ -301,9 +377,9 @@ class Connection:
         call = self._pending.pop(rid, None)
         if call is None:
             return  # a reply to an id we never sent or already failed: nothing waits for it
-        self._slots.release()
+        self._release_slot()
         if call.abandoned:
             return  # the caller gave up on it: the reply must not be taken for anything
         call.status = status
         call.payload = payload
-        call.done.set()
+        call.set()
