@@ -17,7 +17,8 @@ first frame is [["peer", {...}]] (first element a str), so one port serves both.
 A frame the node cannot decode (oversized, not msgpack, not a list) is answered with
 [None, INVALID, {"reason": ...}] and the connection is closed; a malformed message inside a good
 frame gets its own INVALID reply (request id None if it had no int id).
-Node-to-node (not for clients): [["peer", {"id": n}]] opens a stream of raft messages (and
+Node-to-node (not for clients): [["peer", {"id": n}]] opens a stream of raft messages (each
+frame's raft messages are one bin item, a binary batch: see kvstore/codec.py) (and
 ["leaders", n, [[bucket, term], ...]] items: the buckets n leads); [["peer",
 {"id": n, "snapshot": <raft SNAP message>}]] opens a snapshot stream: frames [["chunk", bytes]]
 ..., [["end", total_bytes]], answered [["ok"]] once installed.

@@ -48,7 +48,6 @@ Decoding validates shapes and types and raises `CodecError` for anything else: a
 frame is input like any other and must never crash the node.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -72,9 +71,8 @@ _ENTRY_TYPES = {int(t): t for t in EntryType}
 _INT_ONLY = {int}
 
 
-
 class CodecError(ValueError):
-    """A peer sent a raft message we cannot decode."""
+    """A raft message we cannot decode (a peer's) or encode (a value out of range)."""
 
 
 def encode_entries(entries) -> list:
@@ -170,7 +168,6 @@ RAFT_BATCH = 0x01  # a raft batch's first byte
 _MSG = struct.Struct("<IBBQQQQQQQII")
 _ENT = struct.Struct("<QQBI")
 _SNAP = struct.Struct("<QQIIII")
-_ID = struct.Struct("<Q")
 # the frame prefix a batch's bytearray starts with: frame length (big-endian, client/wire.py),
 # fixarray of 1, bin32 and its length (msgpack), then the batch's kind and count
 _PREFIX = struct.Struct(">IBBIB")
@@ -184,8 +181,6 @@ _BATCH_HEAD = 5  # kind + count, inside the bin
 _MSG_BY_BYTE = tuple(_MESSAGE_TYPES.get(i) for i in range(max(_MESSAGE_TYPES) + 1))
 _ENT_BY_BYTE = tuple(_ENTRY_TYPES[i] for i in range(len(_ENTRY_TYPES)))
 _REJECT = (False, True, False, True)  # flags -> reject, for the four valid flag values
-
-
 _EMPTY = bytes(10) + bytes([RAFT_BATCH]) + bytes(4)  # the prefix: lengths and count to come
 
 

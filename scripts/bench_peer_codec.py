@@ -3,8 +3,9 @@
 
     .venv/bin/python scripts/bench_peer_codec.py [--rounds 5] [--only list|binary]
 
-For each common shape (APP with one ~150-byte entry, APP_RESP, HEARTBEAT, HEARTBEAT_RESP, and
-mixed frames of 1/16 messages) prints the best-of-rounds ns per message of
+For each common shape (APP with one ~150-byte entry, APP_RESP, HEARTBEAT, HEARTBEAT_RESP, one
+or 16 a frame, and mixed frames of 6 (the mean under scripts/bench_cluster.py's write load) and
+16 messages) prints the best-of-rounds ns per message of
   list:   codec.encode_message per message (+ the old transport's item size estimate),
           client.wire.encode_frame, FrameDecoder.feed, codec.decode_message per item
           (the peer wire before the binary batch; still the snapshot hello's form);
@@ -43,6 +44,7 @@ def shapes() -> dict[str, list[tuple[int, Message]]]:
         "HEARTBEAT_RESP, 1/frame": [(5, hbr)],
         "APP 1x150B, 16/frame": [(g, app) for g in range(1, 17)],
         "APP_RESP, 16/frame": [(g, resp) for g in range(1, 17)],
+        "mixed, 6/frame": [(g, mixed[g % 4]) for g in range(1, 7)],  # the write bench's mean
         "mixed, 16/frame": [(g, mixed[g % 4]) for g in range(1, 17)],
     }
 
@@ -50,6 +52,9 @@ def shapes() -> dict[str, list[tuple[int, Message]]]:
 def _old_item_size(item: list) -> int:  # the transport's per-item estimate before the batch
     ents = item[7]
     return 64 if not ents else 64 + 4 * len(ents) + sum(map(len, ents[3::4]))
+
+
+_DECODER = FrameDecoder()  # one per connection, as in server.py
 
 
 def list_round(msgs) -> None:
@@ -60,7 +65,7 @@ def list_round(msgs) -> None:
         size += _old_item_size(item)
         items.append(item)
     frame = encode_frame(items)
-    for f in FrameDecoder().feed(frame):
+    for f in _DECODER.feed(frame):
         for item in f:
             codec.decode_message(item)
 
@@ -70,7 +75,7 @@ def binary_round(msgs) -> None:
     for g, m in msgs:
         codec.append_message(buf, g, m)
     frame = codec.seal(buf, len(msgs))
-    for f in FrameDecoder().feed(bytes(frame)):
+    for f in _DECODER.feed(bytes(frame)):  # bytes: what the receiver's read returns
         for item in f:
             codec.decode_batch(item)
 
