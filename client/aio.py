@@ -36,6 +36,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import random
@@ -44,7 +45,7 @@ from typing import Any, Iterable
 
 import trio
 
-from client.connection import Call, Connection, NotSent, split_addr
+from client.connection import Call, Connection, Flusher, NotSent, split_addr
 from client.errors import ClientClosed, Compacted, InvalidRequest, KVError, OutcomeUnknown, Unavailable
 from client.routing import BucketMap, MapError
 from client.sessions import SessionPool
@@ -226,6 +227,7 @@ class AsyncClient:
         self._refreshing: trio.Event | None = None
         self._conns: dict[str, Connection] = {}
         self._timer = _AttemptTimer()
+        self._flusher = Flusher()
         self._suspects: dict[str, float] = {}  # addr -> until when to prefer other replicas
         self._nursery: trio.Nursery | None = None
         self._nursery_cm = None
@@ -240,6 +242,8 @@ class AsyncClient:
         self._nursery_cm = trio.open_nursery()
         outer = await self._nursery_cm.__aenter__()
         self._nursery = await outer.start(self._background)
+        # requests are written at the end of the scheduler pass that queued them
+        trio.lowlevel.add_instrument(self._flusher)
         return self
 
     async def _background(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -251,10 +255,14 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info) -> bool:
         self._shutdown()
-        # The background tasks never raise; telling the nursery that the body ended normally
-        # lets the body's own exception (OutcomeUnknown, ...) propagate as itself rather than
-        # wrapped in an ExceptionGroup.
-        await self._nursery_cm.__aexit__(None, None, None)
+        try:
+            # The background tasks never raise; telling the nursery that the body ended
+            # normally lets the body's own exception (OutcomeUnknown, ...) propagate as itself
+            # rather than wrapped in an ExceptionGroup.
+            await self._nursery_cm.__aexit__(None, None, None)
+        finally:
+            with contextlib.suppress(KeyError):  # (trio drops an instrument that raised)
+                trio.lowlevel.remove_instrument(self._flusher)
         return False
 
     def _shutdown(self) -> None:
@@ -679,7 +687,7 @@ class AsyncClient:
         if conn is None or conn.closed:
             if self._closed:
                 raise NotSent("client closed")
-            conn = Connection(addr, self._max_inflight)
+            conn = Connection(addr, self._max_inflight, self._flusher)
             self._conns[addr] = conn
             connect_timeout = self._attempt_timeout or max(0.5, self._timeout / 3)
             self._nursery.start_soon(conn.run, connect_timeout, self._connection_closed)

@@ -3,10 +3,18 @@
 Theory of operation
 - `submit()` takes an in-flight slot, gives the request the next request id and puts it in the
   outbox and in `pending`. Nothing is written by the submitting task.
-- One writer task drains the whole outbox into ONE frame per wake-up: every request queued in
-  the same scheduling moment, and every request queued while the previous send ran, shares a
-  frame (and so a syscall: one non-blocking write, see `_writer`). DESIGN.md: per-request
-  syscalls dominate the cost.
+- The whole outbox goes out as ONE frame (and so one syscall: a non-blocking write): every
+  request queued in the same scheduling moment shares a frame. DESIGN.md: per-request
+  syscalls dominate the cost. Who writes:
+    * with a `Flusher` (AsyncClient installs one): a trio instrument whose `before_io_wait`
+      hook runs once per pass of trio's scheduler, after every task that was runnable has
+      run. It writes the outbox of each connection that got requests in that pass, so the
+      requests of a pass leave at the end of that very pass, with no writer task to wake
+      (one task switch and one scheduler pass less per frame);
+    * otherwise, and whenever a write did not take the whole frame (full send buffer) or
+      failed, the connection's writer task: it sends the rest by awaiting, then drains the
+      outbox itself until it is empty (every request queued while a send ran shares a frame).
+  The flusher writes only while the writer task is parked idle, so frames never interleave.
 - One reader task decodes reply frames and completes pending calls by request id. A reply
   for an id nobody waits for any more (an abandoned call) is dropped, so a late reply can
   never be taken for the answer to another request.
@@ -34,6 +42,10 @@ from client.wire import MAX_FRAME_BYTES, FrameDecoder, FrameError
 FRAME_SOFT_LIMIT_BYTES = 4 * 1024 * 1024  # split a batch above this (wire max is 16 MiB)
 RECEIVE_BYTES = 256 * 1024
 _LEN = struct.Struct(">I")  # the frame header of client/wire.py
+
+
+def _nothing() -> None:
+    pass
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -111,8 +123,27 @@ class NotSent(Exception):
     """The request was definitely not sent (no connection, or it closed before sending)."""
 
 
+class Flusher(trio.abc.Instrument):
+    """Writes the outboxes of connections that got requests, once per scheduler pass.
+
+    Installed with `trio.lowlevel.add_instrument`; trio calls `before_io_wait` after running
+    every runnable task of a pass, just before it polls for I/O. It never raises (an
+    instrument that raises is removed by trio): a connection's own errors end that connection.
+    """
+
+    def __init__(self) -> None:
+        self.dirty: list[Connection] = []
+        self.frames = 0  # frames written by the flusher (statistics, tests)
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for conn in dirty:
+                conn._flush_nowait()
+
+
 class Connection:
-    def __init__(self, addr: str, max_inflight: int = 1024) -> None:
+    def __init__(self, addr: str, max_inflight: int = 1024, flusher: Flusher | None = None) -> None:
         self.addr = addr
         self.ready = trio.Event()  # set once connected, or once connecting failed
         self.error: BaseException | None = None
@@ -126,6 +157,12 @@ class Connection:
         self._pending: dict[int, Call] = {}
         self._outbox: list[Call] = []
         self._writer_task = None  # the writer task while it is parked with an empty outbox
+        self._flusher = flusher
+        self._dirty = False  # in the flusher's list
+        self._tail: list = []  # frames (or their rest) the flusher left to the writer task
+        self._token = None  # to wake trio's I/O wait when the flusher hands the writer work
+        self._fd = -1
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # one packer for every frame
         # in-flight slots: a counter, and a lot where submit() waits when none is free (a
         # released slot is handed to the first waiter, as trio.Semaphore does)
         self._free = max_inflight
@@ -146,10 +183,15 @@ class Connection:
         call = Call(rid, [rid, op, args], size)
         self._pending[rid] = call
         self._outbox.append(call)
-        task = self._writer_task
-        if task is not None:
-            self._writer_task = None
-            trio.lowlevel.reschedule(task)
+        if self._flusher is not None:
+            if not self._dirty:
+                self._dirty = True
+                self._flusher.dirty.append(self)
+        else:
+            task = self._writer_task
+            if task is not None:
+                self._writer_task = None
+                trio.lowlevel.reschedule(task)
         return call
 
     async def submit(self, op: str, args: dict, size: int = 64) -> Call:
@@ -179,10 +221,15 @@ class Connection:
         call = Call(rid, [rid, op, args], size)
         self._pending[rid] = call
         self._outbox.append(call)
-        task = self._writer_task
-        if task is not None:
-            self._writer_task = None
-            trio.lowlevel.reschedule(task)
+        if self._flusher is not None:
+            if not self._dirty:
+                self._dirty = True
+                self._flusher.dirty.append(self)
+        else:
+            task = self._writer_task
+            if task is not None:
+                self._writer_task = None
+                trio.lowlevel.reschedule(task)
         return call
 
     def abandon(self, call: Call) -> bool:
@@ -227,6 +274,8 @@ class Connection:
                 except (OSError, ValueError, trio.TooSlowError) as exc:
                     self.error = exc
                     return
+                self._fd = self._stream.socket.fileno()
+                self._token = trio.lowlevel.current_trio_token()
                 self.ready.set()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader, nursery.cancel_scope)
@@ -250,8 +299,72 @@ class Connection:
             call.set()
             self._release_slot()
 
-    async def _wait_outbox(self) -> None:
-        """Park the writer until `_queue` puts a request in the outbox."""
+    def _encode(self, batch: list[Call]) -> list[bytes]:
+        """The frames of `batch` (one unless very large); marks its calls sent. Everything is
+        encoded before anything is written: a call counts as sent from here on, and its args
+        are captured as they are now."""
+        if sum([call.size for call in batch]) <= FRAME_SOFT_LIMIT_BYTES:
+            frames = [[call.msg for call in batch]]  # the common case: one frame
+        else:
+            frames = []
+            msgs: list = []
+            size = 0
+            for call in batch:
+                if msgs and size + call.size > FRAME_SOFT_LIMIT_BYTES:
+                    frames.append(msgs)
+                    msgs, size = [], 0
+                msgs.append(call.msg)
+                size += call.size
+            frames.append(msgs)
+        pack = self._pack
+        datas = []
+        for msgs in frames:
+            body = pack(msgs)
+            if len(body) > MAX_FRAME_BYTES:
+                raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+            datas.append(_LEN.pack(len(body)) + body)
+        now = trio.current_time()
+        for call in batch:
+            call.sent = True
+            call.sent_at = now
+            call.msg = None  # encoded: do not keep (possibly large) values alive
+        self.messages_sent += len(batch)
+        return datas
+
+    def _flush_nowait(self) -> None:
+        """The flusher's part: write the outbox now, without awaiting; what the socket does not
+        take goes to the writer task. Never raises."""
+        self._dirty = False
+        if not self._outbox or self._writer_task is None or self.closed:
+            return  # nothing to do, or the writer task is at work: it drains the outbox itself
+        batch, self._outbox = self._outbox, []
+        try:
+            datas = self._encode(batch)
+        except Exception as exc:  # a frame too large, or a bug: this connection ends
+            self.error = exc
+            self._scope.cancel()
+            return
+        del batch
+        fd = self._fd
+        for i, data in enumerate(datas):
+            try:
+                n = os.write(fd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                n = 0  # the writer task's send sees the error and ends the connection
+            if n < len(data):
+                self._tail = [memoryview(data)[n:], *datas[i + 1:]]
+                task, self._writer_task = self._writer_task, None
+                trio.lowlevel.reschedule(task)
+                # trio computed its I/O wait timeout before this hook ran: make it not wait
+                self._token.run_sync_soon(_nothing)
+                return
+            self.frames_sent += 1
+            self._flusher.frames += 1
+
+    async def _wait_work(self) -> None:
+        """Park the writer until there is an outbox to drain (no flusher) or a tail to send."""
         self._writer_task = trio.lowlevel.current_task()
 
         def abort(_raise_cancel):
@@ -262,44 +375,21 @@ class Connection:
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         assert self._stream is not None
-        fd = self._stream.socket.fileno()
-        pack = msgpack.Packer(use_bin_type=True).pack  # one packer for every frame
-        pack_len = _LEN.pack
+        fd = self._fd
         try:
             while True:
+                if self._tail:
+                    tail, self._tail = self._tail, []
+                    for data in tail:
+                        await self._stream.send_all(data)
+                        self.frames_sent += 1
+                    del tail
+                    continue
                 if not self._outbox:
-                    await self._wait_outbox()
+                    await self._wait_work()
                     continue
                 batch, self._outbox = self._outbox, []
-                # Encode everything before the first await: a call counts as sent from here
-                # on, and its args must be captured as they are now.
-                if sum([call.size for call in batch]) <= FRAME_SOFT_LIMIT_BYTES:
-                    frames = [[call.msg for call in batch]]  # the common case: one frame
-                else:
-                    frames = []
-                    msgs: list = []
-                    size = 0
-                    for call in batch:
-                        if msgs and size + call.size > FRAME_SOFT_LIMIT_BYTES:
-                            frames.append(msgs)
-                            msgs, size = [], 0
-                        msgs.append(call.msg)
-                        size += call.size
-                    frames.append(msgs)
-                    del msgs
-                datas = []
-                for msgs in frames:
-                    body = pack(msgs)
-                    if len(body) > MAX_FRAME_BYTES:
-                        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-                    datas.append(pack_len(len(body)) + body)
-                del frames, body
-                now = trio.current_time()
-                for call in batch:
-                    call.sent = True
-                    call.sent_at = now
-                    call.msg = None  # encoded: do not keep (possibly large) values alive
-                self.messages_sent += len(batch)
+                datas = self._encode(batch)
                 del batch
                 for data in datas:
                     # One non-blocking write straight to the socket: a frame of requests
