@@ -29,12 +29,14 @@ A raft batch (little-endian, fixed-size headers, no field names):
               | data_len u32 (32 bytes) | voters, learners, outgoing: u64 each | data bytes
 
 Fixed sizes cost bytes (70 per message where msgpack took ~25) but no Python work per field:
-one `struct` call packs or unpacks a whole header. Decoding builds `Message` positionally and
-entries with raft.fastinit. Everything a peer can get wrong raises `CodecError`: an unknown
-kind, message or entry type, unknown flag bits, a header or data running past the end, bytes
-left over after `count` messages; integers and bools cannot be of the wrong type (struct).
-Values that do not fit (a negative or > 64-bit field, a group >= 2**32) are refused when
-encoding, also with `CodecError`.
+one `struct` call packs or unpacks a whole header. Decoding stores a `Message`'s fields
+directly (no `__init__` call) and builds entries with raft.fastinit. Everything a peer can
+get wrong raises `CodecError`: an unknown kind, message or entry type, unknown flag bits, a
+header or data running past the end, bytes left over after `count` messages; integers and
+bools cannot be of the wrong type (struct). A length that is wrong but lands on a valid
+layout is not caught (there is no checksum: TCP's, and the peer being this same code, are
+relied on). Values that do not fit (a negative or > 64-bit field, a group >= 2**32) are
+refused when encoding, also with `CodecError`.
 
 List form (`encode_message` / `decode_message`): a message as one flat msgpack-able list,
 prefixed with its group:
@@ -50,6 +52,7 @@ frame is input like any other and must never crash the node.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import msgpack
@@ -181,6 +184,12 @@ _BATCH_HEAD = 5  # kind + count, inside the bin
 _MSG_BY_BYTE = tuple(_MESSAGE_TYPES.get(i) for i in range(max(_MESSAGE_TYPES) + 1))
 _ENT_BY_BYTE = tuple(_ENTRY_TYPES[i] for i in range(len(_ENTRY_TYPES)))
 _REJECT = (False, True, False, True)  # flags -> reject, for the four valid flag values
+# decode_batch sets these fields of a Message one by one: a field added to or renamed in
+# raft/types.py must be added there too, so it stops the import instead of going unset
+_MESSAGE_FIELDS = ("type", "to", "frm", "term", "log_term", "index", "entries", "commit",
+                   "reject", "reject_hint", "snapshot", "context")
+if tuple(f.name for f in dataclasses.fields(Message)) != _MESSAGE_FIELDS:
+    raise ImportError("raft.types.Message's fields changed: update kvstore/codec.py decode_batch")
 _EMPTY = bytes(10) + bytes([RAFT_BATCH]) + bytes(4)  # the prefix: lengths and count to come
 
 
@@ -277,6 +286,7 @@ def decode_batch(blob: bytes) -> list[tuple[int, Message]]:
     unpack_ent = _ENT.unpack_from
     msg_types = _MSG_BY_BYTE
     ent_types = _ENT_BY_BYTE
+    new = object.__new__
     out = []
     append = out.append
     pos = _BATCH_HEAD
@@ -316,9 +326,22 @@ def decode_batch(blob: bytes) -> list[tuple[int, Message]]:
                 pos += n_data
             else:
                 snap = None
-            # positional, in field order (raft/types.py Message)
-            append((group, Message(t, to, frm, term, log_term, index, ents, commit,
-                                   _REJECT[flags], hint, snap, ctx)))
+            # every field stored right here: no Message.__init__ call (~70 ns a message;
+            # _MESSAGE_FIELDS fails the import if Message's fields change)
+            m = new(Message)
+            m.type = t
+            m.to = to
+            m.frm = frm
+            m.term = term
+            m.log_term = log_term
+            m.index = index
+            m.entries = ents
+            m.commit = commit
+            m.reject = _REJECT[flags]
+            m.reject_hint = hint
+            m.snapshot = snap
+            m.context = ctx
+            append((group, m))
     except (struct.error, IndexError) as exc:  # a header past the end, an unknown entry type
         raise CodecError(f"malformed raft batch: {exc}") from None
     # a slice past the end is silently short, but it moved pos past the end: caught here

@@ -96,11 +96,14 @@ def test_large_values_and_many_entries():
     assert codec.decode_batch(blob_of(msgs)) == msgs
 
 
-def test_message_fields_are_in_the_order_the_decoder_builds_them():
-    # decode_batch calls Message(...) positionally; a reordered or added field must show here
-    assert [f.name for f in dataclasses.fields(Message)] == [
-        "type", "to", "frm", "term", "log_term", "index", "entries", "commit", "reject",
-        "reject_hint", "snapshot", "context"]
+def test_decoded_messages_have_every_field_set():
+    # decode_batch stores Message's fields one by one (codec._MESSAGE_FIELDS, checked against
+    # raft/types.py at import): a field it missed would be unset, and this would raise
+    [(_g, m)] = codec.decode_batch(blob_of([(1, Message(MessageType.APP_RESP, 2, 1, 3))]))
+    assert {f.name: getattr(m, f.name) for f in dataclasses.fields(Message)} == {
+        f.name: getattr(Message(MessageType.APP_RESP, 2, 1, 3), f.name)
+        for f in dataclasses.fields(Message)}
+    assert codec._MESSAGE_FIELDS == tuple(f.name for f in dataclasses.fields(Message))
 
 
 @pytest.mark.parametrize("group, m", [
