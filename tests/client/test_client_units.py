@@ -125,3 +125,40 @@ def test_attempt_timer_expires_in_deadline_order_also_when_armed_out_of_order():
         assert expired == [4, 2, 0, 3, 1]
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_attempt_timer_drops_done_calls_and_still_expires_the_waiting_one():
+    import trio
+    import trio.testing
+
+    from client.aio import TIMER_SLACK_SECONDS, _AttemptTimer
+    from client.connection import Call
+
+    async def main():
+        timer = _AttemptTimer()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(timer.run)
+            now = trio.current_time()
+            for rid in range(1, 1001):  # answered at once, as most requests are
+                call = Call(rid, [], 0)
+                timer.arm(now + 0.5 + rid * 1e-4, call)
+                call.set()
+            # the FIFO keeps about the calls in flight, not every call of the window
+            assert len(timer._fifo) <= 3
+            waiting = Call(0, [], 0)
+            timer.arm(now + 1.0, waiting)  # never answered
+            for rid in range(1002, 1100):  # answered, but behind the waiting one
+                call = Call(rid, [], 0)
+                timer.arm(now + 1.0 + rid * 1e-5, call)
+                call.set()
+            late = Call(1001, [], 0)
+            timer.arm(now + 2.0, late)  # behind answered entries; never answered
+            await trio.sleep(1.0 + 2 * TIMER_SLACK_SECONDS)
+            assert waiting.is_set() and waiting.status is None  # expired, within the slack
+            assert not late.is_set()
+            await trio.sleep(1.0)
+            assert late.is_set() and late.status is None
+            assert not timer._fifo and not timer._heap
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
