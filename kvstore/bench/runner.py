@@ -173,17 +173,6 @@ class _OpTimeouts:
             await trio.sleep_until(wake)
 
 
-async def _call(driver: Driver, op: str, key: bytes, arg) -> None:
-    if op == "read":
-        await driver.read(key)
-    elif op == "update":
-        await driver.update(key, arg)
-    elif op == "insert":
-        await driver.insert(key, arg)
-    else:
-        await driver.scan(key, arg)
-
-
 async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
                    start_at: float | None = None, on_interval=None, on_window=None) -> dict:
     """Runs this process's share of the load against an opened driver; returns its raw result.
@@ -249,7 +238,14 @@ async def run_load(driver: Driver, cfg: LoadConfig, *, process_index: int = 0,
             slot.op = (op, began)
             slot.deadline = now + op_timeout
             try:
-                await _call(driver, op, key, arg)
+                if op == "read":
+                    await driver.read(key)
+                elif op == "update":
+                    await driver.update(key, arg)
+                elif op == "insert":
+                    await driver.insert(key, arg)
+                else:
+                    await driver.scan(key, arg)
             except Exception as exc:  # every store error is data here, never fatal to the run
                 error, kind = exc, driver.error_kind(exc)
             slot.deadline = math.inf

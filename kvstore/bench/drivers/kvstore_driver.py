@@ -40,6 +40,11 @@ class KvstoreDriver(Driver):
         async with AsyncClient(self.endpoints, timeout=self.timeout_s) as client:
             self.client = client
             await client.bucket_map()
+            # The load loop awaits these once per op: the client's own coroutines, with no
+            # driver coroutine in between (the loop ignores what update/insert return).
+            self.update = self.insert = client.put
+            if self.consistency == "linearizable":
+                self.read = client.get  # its default consistency
             task_status.started()
             await self._done.wait()
 
