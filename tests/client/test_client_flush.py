@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from client import AsyncClient
-from client.connection import Connection, Flusher
+from client.connection import Connection
 from client.errors import OutcomeUnknown
 from client.wire import MAX_VALUE_BYTES, FrameDecoder, bucket_of, encode_frame
 from tests.client.fakenode import Delay, FakeCluster, Silent
