@@ -139,7 +139,11 @@ class Flusher(trio.abc.Instrument):
         if self.dirty:
             dirty, self.dirty = self.dirty, []
             for conn in dirty:
-                conn._flush_nowait()
+                try:
+                    conn._flush_nowait()
+                except Exception as exc:  # a bug: end that connection, keep the flusher
+                    conn.error = exc
+                    conn._scope.cancel()
 
 
 class Connection:
