@@ -8,8 +8,9 @@ The server is a subprocess on 127.0.0.1 (three free ports: three fake nodes, the
 leaders spread over them, so the client keeps three connections as with a real cluster) that
 answers every request of a frame at once, in one reply frame, or with `--delay-ms MIN,MAX`
 after a random delay per request (e.g. 2,12: about the latency of a real 3-node cluster, so
-frames carry as few requests as there); it never applies anything. So the CPU time of THIS process
-(time.process_time) divided by the operations done is the client's own CPU per operation:
+frames carry as few requests as there); it never applies anything. So the CPU time of THIS
+process (time.process_time) divided by the operations done is the client's own CPU per
+operation:
 
     put       `--tasks` trio tasks sharing one AsyncClient, each `await c.put(k, v)` in a loop
     get       the same with `await c.get(k)` (linearizable)
@@ -19,9 +20,10 @@ frames carry as few requests as there); it never applies anything. So the CPU ti
     gen-A     the same, workload A (50% read, 50% update)
 
 Each measurement runs `--runs` times (interleaved, after a discarded warm-up run) and prints
-the median. `--src DIR` imports
-`client` / `kvstore` from DIR (default: this checkout), e.g. a `git worktree` of an older
-commit for an A/B comparison. Not a test: nothing is asserted.
+the median, then requests per frame and the user/system split of the put/get runs.
+`--src DIR` imports `client` / `kvstore` from DIR (default: this checkout), e.g. a
+`git worktree add /tmp/old <commit>` for an A/B comparison (alternate the two sides a few
+times: the machine is shared). Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
