@@ -202,6 +202,7 @@ class Node:
         # group is looked at on a tick and after local actions (`_scan_all`), so a path that
         # forgets to mark a group delays its Ready by a tick at most, never forever
         self._touched: set = set()
+        self._fed: set = set()  # groups with queued proposals or reads (see _feed_groups)
         self._scan_all = True
         self._write_queue: list = []
         self._writer_thread: WriterThread | None = None
@@ -439,6 +440,7 @@ class Node:
                 return
             w = Waiter(conn, req.rid, op, deadline)
             g.reads.append((req, w))
+            self._fed.add(g)
             self._deadlines.append((deadline, w))
             self._wake.set()
             return
@@ -455,6 +457,7 @@ class Node:
             cmd = Cas(req.key, req.expected, req.value, ts, session, req.seq)
         w = Waiter(conn, req.rid, op, deadline)
         g.proposals.append((cmd, w))
+        self._fed.add(g)
         self._deadlines.append((deadline, w))
         self._wake.set()
 
@@ -577,12 +580,8 @@ class Node:
         if self._again:
             self._again = False
             return True
-        if self._done is not None or self._peer_inbox or self._local_inbox:
-            return True
-        for g in self.groups.values():
-            if g.proposals or g.reads:
-                return True
-        return False
+        return bool(self._done is not None or self._peer_inbox or self._local_inbox
+                    or self._fed)
 
     def _drain_peers(self) -> None:
         groups = self.groups
@@ -642,7 +641,12 @@ class Node:
             self.stats["bad_peer_msgs"] += 1
 
     def _feed_groups(self, tick: bool) -> None:
-        for g in self.groups.values():
+        fed = self._fed  # the groups with queued writes or reads (all of them on a tick)
+        self._fed = set()
+        groups = self.groups
+        for g in (groups.values() if tick else fed):
+            if not tick and groups.get(g.gid) is not g:
+                continue  # removed meanwhile
             if g.proposals:
                 self._propose(g)
             if g.reads:
@@ -760,9 +764,8 @@ class Node:
                 g.commit = hs.commit
                 g.term = hs.term
             if rd.entries or rd.snapshot is not None or (hs is not None and rd.must_sync):
-                write = GroupWrite(g.gid, entries=rd.entries, hard_state=hs or g.lazy_hs,
-                                   snapshot=rd.snapshot,
-                                   conf_state=rd.snapshot.metadata.conf_state if rd.snapshot else None)
+                write = GroupWrite(g.gid, rd.entries, hs or g.lazy_hs, rd.snapshot,
+                                   rd.snapshot.metadata.conf_state if rd.snapshot else None)
                 g.lazy_hs = None
             elif hs is not None:
                 # Only the commit index moved. Raft's safety needs term and vote on disk, not
@@ -1114,6 +1117,7 @@ class Node:
         if self.store.get(META_BUCKET, MAP_KEY) is None:
             rec = msgpack.packb(self.map.to_record(), use_bin_type=True)
             g.proposals.append((Put(MAP_KEY, rec, self.hlc.now()), None))
+            self._fed.add(g)
             self._wake.set()
 
     # -- snapshots (see snapshots.py) -----------------------------------------------------------
