@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -312,6 +313,10 @@ def main(argv: list[str]) -> int:
     command = "kvstore bench compare " + " ".join(argv)
     results: list[dict] = []
     rc = 0
+    # SIGTERM (a `kill`, a CI timeout) stops the comparison like Ctrl-C: the stores it started
+    # are stopped on the way out (Python's default would exit at once and leave them running).
+    # Re-sent as SIGINT, so that a running trio loop takes it at a safe point, as it does Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         run_compare(args, results)
     except BaseException as exc:

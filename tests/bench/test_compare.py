@@ -53,3 +53,42 @@ def test_plot_from_rounds(tmp_path):
                for s in ("kvstore", "etcd") for w in ("W", "B") for i in range(2)]
     plot(results, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sigterm_stops_the_stores_it_started(tmp_path):
+    """`kill` of a running comparison (SIGTERM) stops the store processes it started, like
+    Ctrl-C: Python's default handler would exit at once and leave them running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # its store directories go under tmp_path
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvstore", "bench", "compare", "--systems", "kvstore",
+         "--workloads", "W", "--duration", "60", "--warmup", "1", "--records", "100",
+         "--concurrency", "2", "--out-dir", str(tmp_path / "out")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+
+    def stores() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+        return [p for p in out.stdout.split() if int(p) != proc.pid]
+
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:  # wait until the cluster is up and the load runs
+            if "== kvstore: up" in line or time.monotonic() > deadline:
+                break
+        assert stores(), "the kvstore nodes should be running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+        deadline = time.monotonic() + 15
+        while stores() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not stores(), "compare left store processes running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in stores():
+            os.kill(int(pid), signal.SIGKILL)
