@@ -181,22 +181,7 @@ class Connection:
         if self.closed or self._free <= 0 or not self.ready.is_set():
             return None
         self._free -= 1
-        # _queue, inlined: this is the path of nearly every request
-        rid = self._next_rid
-        self._next_rid = rid + 1
-        call = Call(rid, [rid, op, args], size)
-        self._pending[rid] = call
-        self._outbox.append(call)
-        if self._flusher is not None:
-            if not self._dirty:
-                self._dirty = True
-                self._flusher.dirty.append(self)
-        else:
-            task = self._writer_task
-            if task is not None:
-                self._writer_task = None
-                trio.lowlevel.reschedule(task)
-        return call
+        return self._queue(op, args, size)
 
     async def submit(self, op: str, args: dict, size: int = 64) -> Call:
         """Queue a request; waits for an in-flight slot. Raises NotSent if the connection died."""
