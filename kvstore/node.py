@@ -104,6 +104,18 @@ DRAIN_TIMEOUT_S = 3.0  # on SIGTERM, at most this long handing leaderships over
 _INJECTED_BUG = os.environ.get("KVSTORE_BUG", "")
 
 
+def group_apply(gid: int, bucket: int, ents: list[Entry]) -> GroupApply:
+    """The storage apply of committed entries: each entry's command (after its 8-byte pid),
+    Noop for an entry without one."""
+    cmds = []
+    for e in ents:
+        if e.type == EntryType.NORMAL and len(e.data) > 8:
+            cmds.append(decode_command(e.data[8:]))
+        else:
+            cmds.append(Noop(e.index))
+    return GroupApply(gid, bucket, ents[-1].index, cmds)
+
+
 @dataclass(slots=True)
 class NodeConfig:
     node_id: int
@@ -1017,13 +1029,7 @@ class Node:
                 compacts.remove(item)
 
     def _group_apply(self, g: Group, ents: list[Entry]) -> GroupApply:
-        cmds = []
-        for e in ents:
-            if e.type == EntryType.NORMAL and len(e.data) > 8:
-                cmds.append(decode_command(e.data[8:]))
-            else:
-                cmds.append(Noop(e.index))
-        return GroupApply(g.gid, g.bucket, ents[-1].index, cmds)
+        return group_apply(g.gid, g.bucket, ents)
 
     def _observe(self, res) -> None:
         if isinstance(res, int):

@@ -10,7 +10,7 @@ A job models what `scripts/bench_cluster.py --workloads write` (64 clients over 
 gives a leader: about 10 groups, each with ONE new entry (8-byte proposal id + an encoded
 `Put` of a 100-byte value with a client session, ~30 % of them a `Batch` of two puts) and a
 hard state whose commit moved to the group's previous entry, plus the apply of that previous
-entry (its commands decoded as the node's `_group_apply` does). Building the input is not
+entry (its commands decoded by the node's `group_apply`). Building the input is not
 measured; the figure is `time.process_time` (user + system CPU, so the fdatasync's kernel
 time too) around `write_turn` alone, which includes the deferred LMDB commits (every 100 ms)
 and WAL checkpoints it triggers. Prints CPU µs per job and per entry written.
@@ -31,8 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from raft.storage import bootstrap_snapshot  # noqa: E402
 from raft.types import ConfState, Entry, EntryType, HardState  # noqa: E402
-from storage import Batch, GroupApply, GroupWrite, NodeStore, Noop, Put  # noqa: E402
-from storage.codec import decode_command, encode_command  # noqa: E402
+from kvstore.node import group_apply  # noqa: E402
+from storage import Batch, GroupApply, GroupWrite, NodeStore, Put  # noqa: E402
+from storage.codec import encode_command  # noqa: E402
 
 GROUPS = 64
 CLIENTS = 64
@@ -66,7 +67,7 @@ class Workload:
             # the previous entry is committed now: apply it, move the commit index
             done = self.unapplied[gid]
             if done:
-                applies.append(group_apply(gid, done))
+                applies.append(group_apply(gid, gid, done))
             commit = self.last[gid]
             cmd = self._put()
             if self.rng.random() < self.batch_frac:
@@ -81,15 +82,6 @@ class Workload:
         return writes, applies, len(writes)
 
 
-def group_apply(gid: int, ents: list[Entry]) -> GroupApply:
-    """As kvstore.node.Node._group_apply."""
-    cmds = []
-    for e in ents:
-        if e.type == EntryType.NORMAL and len(e.data) > 8:
-            cmds.append(decode_command(e.data[8:]))
-        else:
-            cmds.append(Noop(e.index))
-    return GroupApply(gid, gid, ents[-1].index, cmds)
 
 
 def open_store(path: str, sync: bool) -> NodeStore:
