@@ -37,6 +37,15 @@ async def _serve(received: list, nursery, read: bool = True):
     return port, accepted
 
 
+async def _connected(received: list, nursery, read: bool = True):
+    """A Transport of node 1 connected to a `_serve` listener as peer 2: (transport, accepted)."""
+    port, accepted = await _serve(received, nursery, read)
+    t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
+    nursery.start_soon(t.run)
+    await _until(lambda: t.is_connected(2))
+    return t, accepted
+
+
 async def _until(pred, timeout=5.0):
     with trio.fail_after(timeout):
         while not pred():
@@ -47,10 +56,7 @@ def test_items_arrive_batched_after_the_handshake():
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, _acc = await _serve(received, n)
-            t = Transport(1, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, _acc = await _connected(received, n)
             for i in range(100):
                 t.send(2, [7, i, b"x"])
             t.flush()
@@ -71,10 +77,7 @@ def test_frames_larger_than_the_socket_takes_arrive_whole_and_in_order():
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, _acc = await _serve(received, n)
-            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, _acc = await _connected(received, n)
             big = b"z" * 50_000
             for burst in range(4):  # 5 MB a burst: more than a socket buffer takes at once,
                 for i in range(100):  # and more than one frame holds (FRAME_BYTES_TARGET)
@@ -119,10 +122,7 @@ def test_a_peer_that_stops_reading_is_cut_by_the_watchdog(monkeypatch):
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, accepted = await _serve(received, n, read=False)
-            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, accepted = await _connected(received, n, read=False)
             big = b"y" * 60_000
             item = [0] * 7 + [[1, 1, 0, big]] + [0] * 5  # shaped like an encoded raft message
             for _ in range(400):  # 24 MB: more than the socket buffers hold, so a send blocks
@@ -150,10 +150,7 @@ def test_raft_messages_and_gossip_share_one_frame_and_decode_in_order():
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, _acc = await _serve(received, n)
-            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, _acc = await _connected(received, n)
             sent = []
             for i in range(50):
                 m = Message(MessageType.APP, 2, 1, 3, 3, i, (Entry(3, i + 1, EntryType.NORMAL, b"v" * i),), i)
@@ -178,10 +175,7 @@ def test_large_raft_batches_split_into_frames_in_order():
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, _acc = await _serve(received, n)
-            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, _acc = await _connected(received, n)
             big = b"z" * 50_000
             sent = []
             for burst in range(4):  # 5 MB a burst: more than one frame holds
@@ -207,10 +201,7 @@ def test_queue_bounds_and_unencodable_messages_drop_and_count(monkeypatch):
     async def main():
         received: list = []
         async with trio.open_nursery() as n:
-            port, _acc = await _serve(received, n)
-            t = Transport(1, {2: f"127.0.0.1:{port}"}, lambda p: None)
-            n.start_soon(t.run)
-            await _until(lambda: t.is_connected(2))
+            t, _acc = await _connected(received, n)
             s = t.senders[2]
             t.send_message(2, 2**40, Message(MessageType.HEARTBEAT, 2, 1, 3))  # group too large
             t.send_message(2, 1, Message(MessageType.APP, 2, 1, 3, entries=(Entry(3, 1, EntryType.NORMAL, b"x" * 20_000),)))
