@@ -173,7 +173,7 @@ class Group:
     pending_pids: set = field(default_factory=set)
     snapshot_sending: set = field(default_factory=set)  # peers we are streaming to
     lazy_hs: HardState | None = None  # a commit-only hard state not yet written
-    busy: bool = False  # its Ready is with the writer (not advanced yet)
+    busy: bool = False  # its Ready is in a storage job (not advanced yet)
 
 
 class Node:
@@ -219,9 +219,9 @@ class Node:
         self._write_queue: list = []
         self._writer_thread: WriterThread | None = None
         self._writer_wake = trio.Event()
-        self._job = None  # the batch the writer is working on
+        self._job = None  # (--storage-thread) the job on the writer thread
         self._delivered = None  # the applies of the job running now, once answered early
-        self._done = None  # (job, results) the writer finished, for the loop to finish
+        self._done = None  # (job, results) of a job done, for the loop to finish
         self._installs: list = []  # snapshot installs waiting for their group to be idle
         self._campaign_at_tick = None
         self._next_tick = 0.0
