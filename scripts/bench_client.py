@@ -113,6 +113,8 @@ while True:
 '''
 
 
+# free_port/wait_port as in tests/client/bench_overhead.py, kept here so that this script
+# imports nothing of the project's code but the client under test (--src may be an old tree)
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

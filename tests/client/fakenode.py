@@ -254,3 +254,15 @@ class FakeCluster:
                 self.store[key] = (args["new"], self.version)
             return {"ok": True, "version": self.version}
         raise AssertionError(op)
+
+
+HANG_GUARD_SECONDS = 20  # a call that takes this long has ignored its deadline
+
+
+def run(afn):
+    """trio.run(afn) with a guard: a test that hangs fails instead."""
+    async def main():
+        with trio.fail_after(HANG_GUARD_SECONDS):
+            return await afn()
+
+    return trio.run(main)

@@ -13,23 +13,7 @@ import trio
 from client import AsyncClient, Client
 from client.errors import ClientClosed, InvalidRequest, OutcomeUnknown, Unavailable
 from client.wire import MAX_KEY_BYTES, MAX_VALUE_BYTES, Status, bucket_of
-from tests.client.fakenode import Delay, Drop, FakeCluster, Reply, Silent, error
-
-HANG_GUARD_SECONDS = 20  # a call that takes this long has ignored its deadline
-
-
-@pytest.fixture
-def fake():
-    with FakeCluster(n=3, num_buckets=4) as cluster:
-        yield cluster
-
-
-def run(afn):
-    async def main():
-        with trio.fail_after(HANG_GUARD_SECONDS):
-            return await afn()
-
-    return trio.run(main)
+from tests.client.fakenode import HANG_GUARD_SECONDS, Delay, Drop, FakeCluster, Reply, Silent, error, run
 
 
 def aclient(fake, **kw):

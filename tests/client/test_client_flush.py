@@ -14,23 +14,7 @@ from client import AsyncClient
 from client.connection import Connection
 from client.errors import OutcomeUnknown
 from client.wire import MAX_VALUE_BYTES, FrameDecoder, bucket_of, encode_frame
-from tests.client.fakenode import Delay, FakeCluster, Silent
-
-HANG_GUARD_SECONDS = 20
-
-
-@pytest.fixture
-def fake():
-    with FakeCluster(n=3, num_buckets=4) as cluster:
-        yield cluster
-
-
-def run(afn):
-    async def main():
-        with trio.fail_after(HANG_GUARD_SECONDS):
-            return await afn()
-
-    return trio.run(main)
+from tests.client.fakenode import Delay, Silent, run
 
 
 def test_requests_queued_in_one_pass_leave_in_one_frame_written_by_the_flusher(fake):
